@@ -1,0 +1,83 @@
+/// What an accepted socket may do: the outcome of authorization.
+public struct Grant: Sendable, Equatable {
+    public struct Mode: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        public static let read = Mode(rawValue: 1)
+        public static let write = Mode(rawValue: 2)
+
+        init?(claim: String) {
+            switch claim {
+            case "r": self = .read
+            case "w": self = .write
+            case "rw": self = [.read, .write]
+            default: return nil
+            }
+        }
+    }
+
+    public let mode: Mode
+    /// Distinct channel names, in the order the token (or URL) named them.
+    public let channels: [String]
+}
+
+/// Why an authenticated socket is refused. Answered with HTTP 403 at the handshake.
+public struct AuthorizationError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public var description: String { reason }
+}
+
+extension Grant {
+    /// Applies the claim rules of postgres-websockets to a verified token.
+    ///
+    /// - `mode` must be `r`, `w` or `rw`.
+    /// - `channel` (a string) and `channels` (an array of strings) are merged.
+    /// - Without a requested channel the socket gets every claimed one, and must have one.
+    /// - With a requested channel, the token must claim it, unless it claims none at all.
+    public static func authorize(claims: JSONValue, requestedChannel: String?) throws(AuthorizationError) -> Grant {
+        guard let modeClaim = claims["mode"] else { throw AuthorizationError(reason: "JWT has no mode claim") }
+        guard let modeText = modeClaim.stringValue, let mode = Mode(claim: modeText) else {
+            throw AuthorizationError(reason: "JWT mode claim must be \"r\", \"w\" or \"rw\"")
+        }
+
+        var claimed: [String] = []
+        switch claims["channel"] {
+        case nil, .null?: break
+        case .string(let name)?: claimed.append(name)
+        default: throw AuthorizationError(reason: "JWT channel claim must be a string")
+        }
+        switch claims["channels"] {
+        case nil, .null?: break
+        case .array(let names)?:
+            for name in names {
+                guard case .string(let text) = name else {
+                    throw AuthorizationError(reason: "JWT channels claim must be an array of strings")
+                }
+                claimed.append(text)
+            }
+        default: throw AuthorizationError(reason: "JWT channels claim must be an array of strings")
+        }
+        var seen = Set<String>()
+        claimed = claimed.filter { seen.insert($0).inserted }
+        for name in claimed {
+            if let problem = ChannelName.problem(with: name) {
+                throw AuthorizationError(reason: "bad channel name in JWT: \(problem)")
+            }
+        }
+
+        let channels: [String]
+        if let requested = requestedChannel {
+            if let problem = ChannelName.problem(with: requested) {
+                throw AuthorizationError(reason: "bad channel name: \(problem)")
+            }
+            guard claimed.isEmpty || claimed.contains(requested) else {
+                throw AuthorizationError(reason: "channel not allowed by JWT")
+            }
+            channels = [requested]
+        } else {
+            guard !claimed.isEmpty else { throw AuthorizationError(reason: "JWT claims no channel") }
+            channels = claimed
+        }
+        return Grant(mode: mode, channels: channels)
+    }
+}

@@ -1,0 +1,84 @@
+/// Why a token was refused. Every case is answered with HTTP 401 at the handshake.
+public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+
+    static let malformed = TokenError("malformed JWT")
+    static let badSignature = TokenError("invalid JWT signature")
+    static let expired = TokenError("JWT expired")
+    static let notYetValid = TokenError("JWT not yet valid")
+}
+
+/// A token whose signature and time claims were checked.
+public struct VerifiedToken: Sendable {
+    /// All claims, in the token's order.
+    public let claims: JSONValue
+    /// `exp` in seconds since 1970, when the token has one.
+    public let expiresAt: Double?
+}
+
+/// Verifies compact JWS tokens signed with HMAC (HS256, HS384, HS512).
+///
+/// The header is parsed first only to learn the algorithm; the claims are parsed only
+/// after the signature matched, so unauthenticated input never reaches the claims parser.
+public struct JWTVerifier: Sendable {
+    private let secret: [UInt8]
+    /// Tokens are carried in a URL path, so anything beyond this is refused before any work.
+    public static let maxTokenLength = 16 * 1024
+
+    public init(secret: [UInt8]) {
+        self.secret = secret
+    }
+
+    public func verify(_ token: Substring, now: Double) throws(TokenError) -> VerifiedToken {
+        guard token.utf8.count <= Self.maxTokenLength else { throw TokenError("JWT too long") }
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw TokenError.malformed }
+        let (headerPart, claimsPart, signaturePart) = (parts[0], parts[1], parts[2])
+
+        guard let headerBytes = Base64.decode(headerPart),
+            let header = try? JSONParser.parse(headerBytes),
+            case .object = header
+        else { throw TokenError("malformed JWT header") }
+
+        guard let algName = header["alg"]?.stringValue else { throw TokenError("JWT header has no alg") }
+        guard let algorithm = JWTAlgorithm(rawValue: algName) else {
+            throw TokenError("unsupported JWT algorithm \(Self.printable(algName))")
+        }
+        // RFC 7515 4.1.11: a recipient must refuse critical extensions it does not understand.
+        if header["crit"] != nil { throw TokenError("unsupported JWT crit header") }
+
+        let signingInputLength = headerPart.count + 1 + claimsPart.count
+        let signingInput = Array(token.utf8.prefix(signingInputLength))
+        let expected = signingInput.withUnsafeBytes { algorithm.sign(key: secret, message: $0) }
+
+        guard let signature = Base64.decode(signaturePart), constantTimeEquals(signature, expected) else {
+            throw TokenError.badSignature
+        }
+
+        guard let claimsBytes = Base64.decode(claimsPart),
+            let claims = try? JSONParser.parse(claimsBytes),
+            case .object = claims
+        else { throw TokenError("malformed JWT claims") }
+
+        let expiresAt = try Self.timeClaim("exp", in: claims)
+        if let expiresAt, now >= expiresAt { throw TokenError.expired }
+        if let notBefore = try Self.timeClaim("nbf", in: claims), now < notBefore { throw TokenError.notYetValid }
+        return VerifiedToken(claims: claims, expiresAt: expiresAt)
+    }
+
+    private static func timeClaim(_ name: String, in claims: JSONValue) throws(TokenError) -> Double? {
+        guard let value = claims[name] else { return nil }
+        guard let seconds = value.doubleValue, seconds.isFinite else {
+            throw TokenError("JWT \(name) claim is not a number")
+        }
+        return seconds
+    }
+
+    /// Keeps reasons one short printable line: the algorithm name comes from the attacker.
+    static func printable(_ text: String) -> String {
+        let cleaned = text.unicodeScalars.prefix(32).map { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F ? "?" : String($0) }.joined()
+        return text.unicodeScalars.count > 32 ? cleaned + "..." : cleaned
+    }
+}

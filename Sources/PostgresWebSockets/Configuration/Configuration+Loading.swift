@@ -1,0 +1,150 @@
+import Logging
+
+extension Configuration {
+    /// Builds the configuration from an optional config file and the environment.
+    /// Environment variables override the file. Every error names the key and where it came from.
+    public static func load(file: ConfigurationFile?, environment: [String: String]) throws(ConfigurationError) -> Configuration {
+        var settings = Settings()
+        if let file {
+            for (key, entry) in file.entries {
+                settings.values[key] = (entry.value, "\(file.path):\(entry.line): \(key.rawValue)")
+            }
+        }
+        for key in ConfigurationKey.allCases {
+            if let value = environment[key.environmentVariable], !value.isEmpty {
+                settings.values[key] = (value, key.environmentVariable)
+            }
+        }
+        return try settings.build()
+    }
+
+    public static func load(path: String?, environment: [String: String]) throws(ConfigurationError) -> Configuration {
+        var file: ConfigurationFile? = nil
+        if let path {
+            let bytes = try readWholeFile(path).get()
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                throw ConfigurationError("\(path) is not valid UTF-8")
+            }
+            file = try ConfigurationFile(path: path, contents: text)
+        }
+        return try load(file: file, environment: environment)
+    }
+}
+
+/// Raw setting values with their origin, turned into typed values with one error per problem.
+private struct Settings {
+    var values: [ConfigurationKey: (value: String, origin: String)] = [:]
+
+    func build() throws(ConfigurationError) -> Configuration {
+        guard let uri = try fileOrValue(.databaseURI) else {
+            throw missing(.databaseURI)
+        }
+        let databaseURI = uri.trimmingWhitespace()
+        guard !databaseURI.isEmpty else { throw ConfigurationError("\(origin(.databaseURI)) is empty") }
+
+        guard var secret = try fileOrValue(.jwtSecret) else { throw missing(.jwtSecret) }
+        if values[.jwtSecret]?.value.hasPrefix("@") == true, secret.hasSuffix("\n") {
+            secret.removeLast()  // a file saved by an editor ends in a newline that is not part of the key
+        }
+        var secretBytes = Array(secret.utf8)
+        if try bool(.secretIsBase64) ?? false {
+            guard let decoded = Base64.decode(secret.trimmingWhitespace()) else {
+                throw ConfigurationError("\(origin(.jwtSecret)) is not valid base64 although secret-is-base64 is true")
+            }
+            secretBytes = decoded
+        }
+        guard !secretBytes.isEmpty else { throw ConfigurationError("\(origin(.jwtSecret)) is empty") }
+
+        var config = Configuration(databaseURI: databaseURI, jwtSecret: secretBytes)
+        if let host = values[.host]?.value { config.host = host }
+        if let port = try int(.port, in: 0...65535) { config.port = port }
+        if let root = values[.rootPath]?.value { config.rootPath = root }
+        config.auditChannel = try channel(.auditChannel)
+        config.metaChannel = try channel(.metaChannel)
+        if let n = try int(.poolSize, in: 1...64) { config.poolSize = n }
+        if let n = try int(.maxPendingMessages, in: 1...10_000_000) { config.maxPendingMessages = n }
+        if let n = try int(.maxSocketBuffer, in: 1024...(1 << 30)) { config.maxSocketBuffer = n }
+        if let n = try int(.maxMessageSize, in: 1...Envelope.maxPayloadBytes) { config.maxMessageSize = n }
+        if let n = try int(.maxConnections, in: 1...10_000_000) { config.maxConnections = n }
+        if let s = try seconds(.handshakeTimeout) { config.handshakeTimeout = s }
+        if let n = try int(.maxHeaderSize, in: 1024...(1 << 20)) { config.maxHeaderSize = n }
+        if let s = try seconds(.pingInterval) { config.pingInterval = s }
+        if let s = try seconds(.pongTimeout) { config.pongTimeout = s }
+        if let list = values[.allowedOrigins]?.value {
+            let origins = list.split(separator: ",").map { String($0.trimmingSpaces()) }.filter { !$0.isEmpty }
+            config.allowedOrigins = origins.isEmpty ? nil : origins
+        }
+        if let level = values[.logLevel]?.value {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw invalid(.logLevel, "must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            config.logLevel = parsed
+        }
+        return config
+    }
+
+    private func origin(_ key: ConfigurationKey) -> String {
+        values[key]?.origin ?? key.rawValue
+    }
+
+    private func missing(_ key: ConfigurationKey) -> ConfigurationError {
+        ConfigurationError("\(key.rawValue) is required: set it in the config file or in \(key.environmentVariable)")
+    }
+
+    private func invalid(_ key: ConfigurationKey, _ rule: String) -> ConfigurationError {
+        if key.isSecret { return ConfigurationError("\(origin(key)) \(rule)") }
+        return ConfigurationError("\(origin(key)) \(rule), got '\(values[key]?.value ?? "")'")
+    }
+
+    /// A value, or the contents of the file it names with `@path`.
+    private func fileOrValue(_ key: ConfigurationKey) throws(ConfigurationError) -> String? {
+        guard let value = values[key]?.value else { return nil }
+        guard value.hasPrefix("@") else { return value }
+        let bytes: [UInt8]
+        switch readWholeFile(String(value.dropFirst())) {
+        case .success(let b): bytes = b
+        case .failure(let error): throw ConfigurationError("\(origin(key)): \(error.message)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigurationError("\(origin(key)): \(value.dropFirst()) is not valid UTF-8")
+        }
+        return text
+    }
+
+    private func bool(_ key: ConfigurationKey) throws(ConfigurationError) -> Bool? {
+        guard let value = values[key]?.value else { return nil }
+        switch value {
+        case "true", "True", "TRUE": return true
+        case "false", "False", "FALSE": return false
+        default: throw invalid(key, "must be true or false")
+        }
+    }
+
+    private func int(_ key: ConfigurationKey, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        guard let value = values[key]?.value else { return nil }
+        guard let number = Int(value), range.contains(number) else {
+            throw invalid(key, "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    private func seconds(_ key: ConfigurationKey) throws(ConfigurationError) -> Double? {
+        guard let value = values[key]?.value else { return nil }
+        guard let number = Double(value), number.isFinite, number > 0, number <= 86_400 else {
+            throw invalid(key, "must be a number of seconds above 0 and at most 86400")
+        }
+        return number
+    }
+
+    private func channel(_ key: ConfigurationKey) throws(ConfigurationError) -> String? {
+        guard let name = values[key]?.value else { return nil }
+        if let problem = ChannelName.problem(with: name) { throw invalid(key, "is not a channel name (\(problem))") }
+        return name
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        String(Substring(self).drop(while: { $0.isWhitespace }).reversed().drop(while: { $0.isWhitespace }).reversed())
+    }
+}

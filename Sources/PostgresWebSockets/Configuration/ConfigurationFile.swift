@@ -1,0 +1,89 @@
+/// Parses the `key = value` format of postgres-websockets' `sample.conf`:
+/// strings in double quotes (with `\"`, `\\`, `\n`, `\t` escapes), bare numbers and
+/// booleans, `#` comments, blank lines.
+public struct ConfigurationFile: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public let value: String
+        public let line: Int
+    }
+
+    public let path: String
+    public let entries: [ConfigurationKey: Entry]
+
+    public init(path: String, contents: String) throws(ConfigurationError) {
+        self.path = path
+        var entries: [ConfigurationKey: Entry] = [:]
+        var lineNumber = 0
+        for rawLine in contents.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
+            let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            guard let equals = trimmed.firstIndex(of: "=") else {
+                throw ConfigurationError("\(path):\(lineNumber): expected 'key = value'")
+            }
+            let name = trimmed[..<equals].trimmingSpaces()
+            guard let key = ConfigurationKey(rawValue: String(name)) else {
+                throw ConfigurationError("\(path):\(lineNumber): unknown key '\(name)'")
+            }
+            if let previous = entries[key] {
+                throw ConfigurationError(
+                    "\(path):\(lineNumber): '\(name)' is already set on line \(previous.line)")
+            }
+            let value = try Self.parseValue(trimmed[trimmed.index(after: equals)...], path: path, line: lineNumber, key: key)
+            entries[key] = Entry(value: value, line: lineNumber)
+        }
+        self.entries = entries
+    }
+
+    private static func parseValue(
+        _ text: Substring, path: String, line: Int, key: ConfigurationKey
+    ) throws(ConfigurationError) -> String {
+        let text = text.drop(while: { $0 == " " || $0 == "\t" })
+        guard text.first == "\"" else {
+            let bare = (text.firstIndex(of: "#").map { text[..<$0] } ?? text).trimmingSpaces()
+            guard !bare.isEmpty else { throw ConfigurationError("\(path):\(line): '\(key.rawValue)' has no value") }
+            return String(bare)
+        }
+        var value = ""
+        var index = text.index(after: text.startIndex)
+        while true {
+            guard index < text.endIndex else {
+                throw ConfigurationError("\(path):\(line): unterminated string for '\(key.rawValue)'")
+            }
+            let character = text[index]
+            index = text.index(after: index)
+            if character == "\"" { break }
+            if character == "\\" {
+                guard index < text.endIndex else {
+                    throw ConfigurationError("\(path):\(line): unterminated string for '\(key.rawValue)'")
+                }
+                switch text[index] {
+                case "n": value.append("\n")
+                case "t": value.append("\t")
+                case "\"": value.append("\"")
+                case "\\": value.append("\\")
+                default:
+                    throw ConfigurationError("\(path):\(line): unknown escape '\\\(text[index])' for '\(key.rawValue)'")
+                }
+                index = text.index(after: index)
+            } else {
+                value.append(character)
+            }
+        }
+        let rest = text[index...].trimmingSpaces()
+        guard rest.isEmpty || rest.hasPrefix("#") else {
+            throw ConfigurationError("\(path):\(line): unexpected text after the value of '\(key.rawValue)'")
+        }
+        return value
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> Substring {
+        var result = self
+        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+        return result
+    }
+}

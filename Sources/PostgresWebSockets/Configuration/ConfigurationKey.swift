@@ -1,0 +1,50 @@
+/// Every setting the server reads, with its config-file key and environment variable.
+/// The file keys and variables of postgres-websockets keep their names.
+public enum ConfigurationKey: String, CaseIterable, Sendable {
+    case databaseURI = "db-uri"
+    case jwtSecret = "jwt-secret"
+    case secretIsBase64 = "secret-is-base64"
+    case host = "server-host"
+    case port = "server-port"
+    case rootPath = "server-root"
+    case auditChannel = "audit-channel"
+    case metaChannel = "meta-channel"
+    case poolSize = "pool-size"
+    case maxPendingMessages = "max-pending-messages"
+    case maxSocketBuffer = "max-socket-buffer"
+    case maxMessageSize = "max-message-size"
+    case maxConnections = "max-connections"
+    case handshakeTimeout = "handshake-timeout"
+    case maxHeaderSize = "max-header-size"
+    case pingInterval = "ping-interval"
+    case pongTimeout = "pong-timeout"
+    case allowedOrigins = "allowed-origins"
+    case logLevel = "log-level"
+
+    public var environmentVariable: String {
+        switch self {
+        case .databaseURI: "PGWS_DB_URI"
+        case .jwtSecret: "PGWS_JWT_SECRET"
+        case .secretIsBase64: "PGWS_JWT_SECRET_BASE64"
+        case .host: "PGWS_HOST"
+        case .port: "PGWS_PORT"
+        case .rootPath: "PGWS_ROOT_PATH"
+        case .auditChannel: "PGWS_AUDIT_CHANNEL"
+        case .metaChannel: "PGWS_META_CHANNEL"
+        case .poolSize: "PGWS_POOL_SIZE"
+        case .maxPendingMessages: "PGWS_MAX_PENDING_MESSAGES"
+        case .maxSocketBuffer: "PGWS_MAX_SOCKET_BUFFER"
+        case .maxMessageSize: "PGWS_MAX_MESSAGE_SIZE"
+        case .maxConnections: "PGWS_MAX_CONNECTIONS"
+        case .handshakeTimeout: "PGWS_HANDSHAKE_TIMEOUT"
+        case .maxHeaderSize: "PGWS_MAX_HEADER_SIZE"
+        case .pingInterval: "PGWS_PING_INTERVAL"
+        case .pongTimeout: "PGWS_PONG_TIMEOUT"
+        case .allowedOrigins: "PGWS_ALLOWED_ORIGINS"
+        case .logLevel: "PGWS_LOG_LEVEL"
+        }
+    }
+
+    /// Values that are secrets are never echoed in errors or logs.
+    var isSecret: Bool { self == .jwtSecret || self == .databaseURI }
+}

@@ -1,0 +1,162 @@
+import CLibPQ
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libpq connection. Not thread-safe: each is owned by one database thread.
+final class PGConnection {
+    private let raw: OpaquePointer
+
+    private init(raw: OpaquePointer) {
+        self.raw = raw
+    }
+
+    deinit {
+        PQfinish(raw)
+    }
+
+    /// Connects (blocking, on the calling database thread). The user's connection string
+    /// comes last so that any of these defaults it sets itself wins.
+    static func connect(_ conninfo: String, applicationName: String) -> Result<PGConnection, DatabaseError> {
+        let parameters: [(String, String)] = [
+            ("application_name", applicationName),
+            ("client_encoding", "UTF8"),
+            ("connect_timeout", "5"),
+            ("keepalives", "1"),
+            ("keepalives_idle", "5"),
+            ("keepalives_interval", "2"),
+            ("keepalives_count", "3"),
+            ("dbname", conninfo),
+        ]
+        let keywords = parameters.map { strdup($0.0) } + [nil]
+        let values = parameters.map { strdup($0.1) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let conn = keywords.map { UnsafePointer($0) }.withUnsafeBufferPointer { k in
+            values.map { UnsafePointer($0) }.withUnsafeBufferPointer { v in
+                PQconnectdbParams(k.baseAddress, v.baseAddress, 1)
+            }
+        }
+        guard let conn else { return .failure(.connection("out of memory")) }
+        let connection = PGConnection(raw: conn)
+        guard PQstatus(conn) == CONNECTION_OK else {
+            return .failure(.connection(connection.errorMessage))
+        }
+        return .success(connection)
+    }
+
+    var errorMessage: String {
+        Self.oneLine(String(cString: PQerrorMessage(raw)))
+    }
+
+    var isBad: Bool { PQstatus(raw) != CONNECTION_OK }
+
+    var socket: Int32 { PQsocket(raw) }
+
+    var backendPID: Int32 { PQbackendPID(raw) }
+
+    func setNonBlocking() -> Bool {
+        PQsetnonblocking(raw, 1) == 0
+    }
+
+    /// Quotes a name for use as an SQL identifier. Channel names may hold any character.
+    func quoteIdentifier(_ name: String) -> String? {
+        guard let quoted = PQescapeIdentifier(raw, name, name.utf8.count) else { return nil }
+        defer { PQfreemem(quoted) }
+        return String(cString: quoted)
+    }
+
+    func sendQuery(_ sql: String) -> Bool {
+        PQsendQuery(raw, sql) == 1
+    }
+
+    /// Sends a statement whose parameters are given in binary format.
+    func sendQuery(_ sql: String, binaryParameters: [[UInt8]], types: [Oid]) -> Bool {
+        let lengths = binaryParameters.map { Int32($0.count) }
+        let formats = [Int32](repeating: 1, count: binaryParameters.count)
+        return withBytePointers(binaryParameters) { pointers in
+            PQsendQueryParams(
+                raw, sql, Int32(binaryParameters.count), types, pointers, lengths, formats, 0
+            ) == 1
+        }
+    }
+
+    /// Pushes buffered output to the server: 0 when done, 1 when more remains, -1 on failure.
+    func flush() -> Int32 {
+        PQflush(raw)
+    }
+
+    func consumeInput() -> Bool {
+        PQconsumeInput(raw) == 1
+    }
+
+    var isBusy: Bool { PQisBusy(raw) == 1 }
+
+    /// The next result of the current command, or nil when the command is complete.
+    func nextResult() -> PGResult? {
+        PQgetResult(raw).map(PGResult.init)
+    }
+
+    /// Calls `body` with each notification received so far (channel, payload).
+    func drainNotifications(_ body: (UnsafePointer<CChar>, UnsafePointer<CChar>) -> Void) {
+        while let notify = PQnotifies(raw) {
+            body(notify.pointee.relname, notify.pointee.extra)
+            PQfreemem(notify)
+        }
+    }
+
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).map { $0.trimmingSpaces() }.filter { !$0.isEmpty }.joined(separator: " ")
+    }
+}
+
+/// A result, cleared when the last reference goes.
+final class PGResult {
+    private let raw: OpaquePointer
+
+    init(_ raw: OpaquePointer) {
+        self.raw = raw
+    }
+
+    deinit {
+        PQclear(raw)
+    }
+
+    var status: ExecStatusType { PQresultStatus(raw) }
+
+    var isSuccess: Bool {
+        status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY
+    }
+
+    var sqlState: String? {
+        PQresultErrorField(raw, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+    }
+
+    var errorMessage: String {
+        let primary = PQresultErrorField(raw, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+        return PGConnection.oneLine(primary ?? String(cString: PQresultErrorMessage(raw)))
+    }
+
+    var rowCount: Int { Int(PQntuples(raw)) }
+
+    func value(row: Int, column: Int) -> String? {
+        guard PQgetisnull(raw, Int32(row), Int32(column)) == 0 else { return nil }
+        return String(cString: PQgetvalue(raw, Int32(row), Int32(column)))
+    }
+}
+
+private func withBytePointers<R>(_ arrays: [[UInt8]], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    // Parameters are few (two arrays per batch); recursion keeps every buffer pinned.
+    func pin(_ index: Int, _ pointers: inout [UnsafePointer<CChar>?]) -> R {
+        if index == arrays.count { return body(pointers) }
+        return arrays[index].withUnsafeBufferPointer { buffer in
+            pointers.append(UnsafeRawPointer(buffer.baseAddress).map { $0.assumingMemoryBound(to: CChar.self) })
+            return pin(index + 1, &pointers)
+        }
+    }
+    var pointers: [UnsafePointer<CChar>?] = []
+    return pin(0, &pointers)
+}

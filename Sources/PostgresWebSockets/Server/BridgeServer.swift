@@ -1,0 +1,53 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The listening socket and the pipeline every accepted connection starts with.
+enum BridgeServer {
+    static func bind(server: ServerContext, group: any EventLoopGroup) async throws -> any Channel {
+        let config = server.configuration
+        let highWater = config.maxSocketBuffer
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try configurePipeline(channel, server: server)
+                }
+            }
+            .bind(host: bindAddress(config.host), port: config.port)
+            .get()
+    }
+
+    private static func configurePipeline(_ channel: any Channel, server: ServerContext) throws {
+        let config = server.configuration
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = config.maxHeaderSize
+        limits.maxHeaderListSize = config.maxHeaderSize
+        limits.maxHeaderFieldCount = 100
+        let handshakeGuard = HandshakeGuard(
+            maxBytes: config.maxHeaderSize, timeout: .milliseconds(Int64(config.handshakeTimeout * 1000)))
+        let decoder = ByteToMessageHandler(
+            HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
+        let encoder = HTTPResponseEncoder()
+        let http = HTTPHandler(server: server, handshakeGuard: handshakeGuard, decoder: decoder, encoder: encoder)
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(handshakeGuard)
+        try pipeline.addHandler(decoder)
+        try pipeline.addHandler(encoder)
+        try pipeline.addHandler(http)
+    }
+
+    /// postgres-websockets (warp) accepts `*` / `*4` for every IPv4 address and `*6` for
+    /// every IPv6 address; other values are addresses or host names.
+    static func bindAddress(_ host: String) -> String {
+        switch host {
+        case "*", "*4", "!4": "0.0.0.0"
+        case "*6", "!6": "::"
+        default: host
+        }
+    }
+}

@@ -1,0 +1,296 @@
+import COpenSSL
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// Answers the one HTTP request of a new connection: a WebSocket handshake, `/health`, or
+/// a static file. Refusals happen here, before any upgrade, with a status code and a one-
+/// line reason: 400 malformed handshake, 401 token problem, 403 authorization problem,
+/// 404 unknown path, 405 method, 426 WebSocket version, 503 connection limit.
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        /// Authorized; waiting until PostgreSQL LISTENs on the socket's channels.
+        case awaitingListen(WebSocketSession, acceptKey: String)
+        case responding
+        case upgraded
+        case closed
+    }
+
+    private let server: ServerContext
+    private let handshakeGuard: HandshakeGuard
+    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    private let encoder: HTTPResponseEncoder
+    private var state = State.idle
+
+    init(
+        server: ServerContext, handshakeGuard: HandshakeGuard, decoder: ByteToMessageHandler<HTTPRequestDecoder>,
+        encoder: HTTPResponseEncoder
+    ) {
+        self.server = server
+        self.handshakeGuard = handshakeGuard
+        self.decoder = decoder
+        self.encoder = encoder
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .idle = state, case .head(let head) = unwrapInboundIn(data) else { return }
+        route(head, context: context)
+    }
+
+    private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        guard head.method == .GET || head.method == .HEAD else {
+            var response = HTTPResponse.text(.methodNotAllowed, "method not allowed")
+            response.headers.add(name: "allow", value: "GET, HEAD")
+            respond(response, to: head, context: context)
+            return
+        }
+        if Self.headerHasToken(head.headers, "upgrade", "websocket") {
+            switch authorizeUpgrade(head, path: path) {
+            case .success(let (session, key)):
+                beginUpgrade(session, acceptKey: key, context: context)
+            case .failure(let refusal):
+                server.logger.info(
+                    "handshake refused", metadata: ["status": "\(refusal.status.code)", "reason": "\(refusal.reason)"])
+                var response = HTTPResponse.text(refusal.status, refusal.reason)
+                if refusal.status == .upgradeRequired {
+                    response.headers.add(name: "sec-websocket-version", value: "13")
+                }
+                respond(response, to: head, context: context)
+            }
+            return
+        }
+        if path == "/health" {
+            let report = HealthReport(
+                databaseUp: server.listener.isUp, connections: server.limiter.count,
+                listening: server.listener.listeningCount, queued: server.notifier.queuedCount)
+            var response = report.response
+            response.headers.add(name: "cache-control", value: "no-store")
+            respond(response, to: head, context: context)
+            return
+        }
+        guard let files = server.staticFiles else {
+            respond(.text(.upgradeRequired, "this server speaks WebSocket: connect to /<jwt> or /<channel>/<jwt>"), to: head, context: context)
+            return
+        }
+        guard let file = files.resolve(path) else {
+            respond(.text(.notFound, "not found"), to: head, context: context)
+            return
+        }
+        serveFile(file, head: head, context: context)
+    }
+
+    // MARK: - WebSocket handshake
+
+    private struct Refusal: Error {
+        let status: HTTPResponseStatus
+        let reason: String
+        init(_ status: HTTPResponseStatus, _ reason: String) {
+            self.status = status
+            self.reason = reason
+        }
+    }
+
+    private func authorizeUpgrade(_ head: HTTPRequestHead, path: Substring) -> Result<(WebSocketSession, String), Refusal> {
+        guard head.method == .GET else { return .failure(Refusal(.badRequest, "a WebSocket handshake must use GET")) }
+        guard Self.headerHasToken(head.headers, "connection", "upgrade") else {
+            return .failure(Refusal(.badRequest, "missing Connection: Upgrade"))
+        }
+        let versions = head.headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0] == "13" else {
+            return .failure(Refusal(.upgradeRequired, "unsupported WebSocket version: use 13"))
+        }
+        let keys = head.headers["sec-websocket-key"]
+        guard keys.count == 1, let key = keys.first, Base64.decode(key)?.count == 16 else {
+            return .failure(Refusal(.badRequest, "missing or invalid Sec-WebSocket-Key"))
+        }
+        if let allowed = server.allowedOrigins, let origin = head.headers.first(name: "origin"),
+            !allowed.contains(origin.lowercased())
+        {
+            return .failure(Refusal(.forbidden, "origin not allowed"))
+        }
+
+        let requestedChannel: String?
+        let tokenSegment: Substring
+        let segments = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        switch segments.count {
+        case 1:
+            requestedChannel = nil
+            tokenSegment = segments[0]
+        case 2:
+            guard let bytes = percentDecode(segments[0]) else {
+                return .failure(Refusal(.forbidden, "bad channel name: invalid percent-encoding"))
+            }
+            guard let name = String(validating: bytes, as: UTF8.self) else {
+                return .failure(Refusal(.forbidden, "bad channel name: not UTF-8"))
+            }
+            requestedChannel = name
+            tokenSegment = segments[1]
+        default:
+            return .failure(Refusal(.notFound, "expected /<jwt> or /<channel>/<jwt>"))
+        }
+        guard path.hasPrefix("/"), !tokenSegment.isEmpty else { return .failure(Refusal(.unauthorized, "missing JWT")) }
+        guard let tokenBytes = percentDecode(tokenSegment), let token = String(validating: tokenBytes, as: UTF8.self) else {
+            return .failure(Refusal(.unauthorized, "malformed JWT"))
+        }
+
+        let verified: VerifiedToken
+        do {
+            verified = try server.verifier.verify(Substring(token), now: DeliveryClock.now())
+        } catch {
+            return .failure(Refusal(.unauthorized, error.reason))
+        }
+        let grant: Grant
+        do {
+            grant = try Grant.authorize(claims: verified.claims, requestedChannel: requestedChannel)
+        } catch {
+            return .failure(Refusal(.forbidden, error.reason))
+        }
+        guard server.limiter.reserve() else {
+            return .failure(Refusal(.serviceUnavailable, "server at its connection limit (\(server.limiter.limit))"))
+        }
+        let session = WebSocketSession(id: server.makeSessionID(), grant: grant, token: verified, server: server)
+        return .success((session, Self.acceptValue(for: key)))
+    }
+
+    /// Holds the 101 until PostgreSQL LISTENs on the socket's channels: once a client sees
+    /// its socket open, every NOTIFY committed after that reaches it.
+    private func beginUpgrade(_ session: WebSocketSession, acceptKey: String, context: ChannelHandlerContext) {
+        state = .awaitingListen(session, acceptKey: acceptKey)
+        guard !session.readChannels.isEmpty else {
+            completeUpgrade(context: context)
+            return
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        server.listener.acquire(session.readChannels) {
+            loopBound.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.completeUpgrade(context: context)
+            }
+        }
+    }
+
+    private func completeUpgrade(context: ChannelHandlerContext) {
+        guard case .awaitingListen(let session, let acceptKey) = state else {
+            return
+        }
+        guard context.channel.isActive else {
+            abandon(session)
+            return
+        }
+        state = .upgraded
+        var headers = HTTPHeaders()
+        headers.add(name: "upgrade", value: "websocket")
+        headers.add(name: "connection", value: "Upgrade")
+        headers.add(name: "sec-websocket-accept", value: acceptKey)
+        context.writeAndFlush(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
+            promise: nil)
+        do {
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: server.configuration.maxMessageSize)),
+                position: .after(self))
+            let frameDecoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+            try pipeline.addHandler(session, position: .after(frameDecoder))
+            pipeline.removeHandler(encoder, promise: nil)
+            pipeline.removeHandler(handshakeGuard, promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+            // Last: the HTTP decoder hands bytes it already read past the request to the
+            // frame decoder, which now directly follows it.
+            pipeline.removeHandler(decoder, promise: nil)
+        } catch {
+            server.logger.error("WebSocket upgrade failed", metadata: ["error": "\(error)"])
+            if (try? context.pipeline.syncOperations.handler(type: WebSocketSession.self)) == nil {
+                abandon(session)
+            }
+            context.close(promise: nil)
+        }
+    }
+
+    private func abandon(_ session: WebSocketSession) {
+        state = .closed
+        server.listener.release(session.readChannels)
+        server.limiter.release()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .awaitingListen(let session, _) = state {
+            abandon(session)
+        }
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch state {
+        case .idle:
+            let status: HTTPResponseStatus = (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            server.logger.info("malformed HTTP request", metadata: ["error": "\(error)"])
+            respond(.text(status, "malformed HTTP request"), to: nil, context: context)
+        case .awaitingListen, .responding, .upgraded, .closed:
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: - Responses
+
+    private func respond(_ response: HTTPResponse, to request: HTTPRequestHead?, context: ChannelHandlerContext) {
+        state = .responding
+        var headers = response.headers
+        headers.add(name: "content-length", value: String(response.body.readableBytes))
+        headers.add(name: "connection", value: "close")
+        let head = HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request?.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    private func serveFile(_ path: String, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        state = .responding
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { () -> [UInt8] in
+            try readWholeFile(path, limit: StaticFiles.maxFileSize).get()
+        }.whenComplete { result in
+            let (handler, context) = loopBound.value
+            switch result {
+            case .success(let bytes):
+                let response = HTTPResponse(
+                    status: .ok, contentType: StaticFiles.contentType(for: path), body: ByteBuffer(bytes: bytes))
+                handler.respond(response, to: head, context: context)
+            case .failure:
+                handler.respond(.text(.notFound, "not found"), to: head, context: context)
+            }
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Whether a comma-separated header (Connection, Upgrade) lists `token`, ignoring case.
+    static func headerHasToken(_ headers: HTTPHeaders, _ name: String, _ token: String) -> Bool {
+        headers[name].contains { value in
+            value.split(separator: ",").contains { $0.trimmingSpaces().lowercased() == token }
+        }
+    }
+
+    /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.
+    static func acceptValue(for key: String) -> String {
+        let input = Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
+        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        let ok = EVP_Digest(input, input.count, &digest, &length, EVP_sha1(), nil)
+        precondition(ok == 1, "libcrypto SHA-1 failed")
+        return Base64.encode(digest[0..<Int(length)])
+    }
+}

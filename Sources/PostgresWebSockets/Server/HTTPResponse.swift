@@ -1,0 +1,25 @@
+import NIOCore
+import NIOHTTP1
+
+/// A complete response to a plain HTTP request or a refused handshake. Every such
+/// response closes the connection: the server keeps no idle HTTP connections around.
+struct HTTPResponse {
+    var status: HTTPResponseStatus
+    var headers: HTTPHeaders = HTTPHeaders()
+    var body: ByteBuffer
+
+    init(status: HTTPResponseStatus, contentType: String, body: ByteBuffer) {
+        self.status = status
+        self.body = body
+        headers.add(name: "content-type", value: contentType)
+    }
+
+    /// A one-line plain-text answer, as given to every refused handshake.
+    static func text(_ status: HTTPResponseStatus, _ message: String) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "text/plain; charset=utf-8", body: ByteBuffer(string: message + "\n"))
+    }
+
+    static func json(_ status: HTTPResponseStatus, _ value: JSONValue) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "application/json", body: ByteBuffer(string: value.serialized))
+    }
+}
