@@ -64,9 +64,11 @@ let package = Package(
             dependencies: [
                 "PostgresWebSockets",
                 "CLibPQ",
+                "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/Support",
             swiftSettings: swiftSettings

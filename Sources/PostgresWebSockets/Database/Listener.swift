@@ -44,6 +44,7 @@ public final class Listener: Sendable {
         var isUp = false
         var stopping = false
         var statusObservers: [@Sendable (Bool) -> Void] = []
+        var upWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let conninfo: String
@@ -79,6 +80,17 @@ public final class Listener: Sendable {
     /// Calls `observer` (on the listener thread) whenever the database goes up or down.
     public func observeStatus(_ observer: @escaping @Sendable (Bool) -> Void) {
         state.withLock { $0.statusObservers.append(observer) }
+    }
+
+    /// Returns once the listener is connected and LISTENs every acquired channel.
+    public func waitUntilUp() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let isUp = state.withLock { state -> Bool in
+                if !state.isUp { state.upWaiters.append(continuation) }
+                return state.isUp
+            }
+            if isUp { continuation.resume() }
+        }
     }
 
     /// Adds a reference to each channel; calls `ready` once PostgreSQL LISTENs on all of
@@ -167,6 +179,7 @@ public final class Listener: Sendable {
     /// Records what PostgreSQL acknowledged; when the connection is in sync with the
     /// acquired channels, the database counts as up.
     fileprivate func confirm(listening: Set<String>) {
+        var upWaiters: [CheckedContinuation<Void, Never>] = []
         let (ready, observers, cameUp) = state.withLock { state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
             state.confirmed = listening
             let inSync = state.wanted.keys.allSatisfy { listening.contains($0) }
@@ -174,6 +187,8 @@ public final class Listener: Sendable {
             if inSync && !state.isUp {
                 state.isUp = true
                 cameUp = true
+                upWaiters = state.upWaiters
+                state.upWaiters = []
             }
             guard state.isUp else { return ([], [], false) }
             var ready: [Waiter] = []
@@ -186,6 +201,7 @@ public final class Listener: Sendable {
         }
         ready.forEach { $0.ready() }
         if cameUp { observers.forEach { $0(true) } }
+        upWaiters.forEach { $0.resume() }
     }
 
     /// Forgets the lost connection's LISTENs and releases every waiting socket.

@@ -4,11 +4,11 @@ import NIOCore
 /// own shard; a batch is handed to every shard in one task, so a loop takes the batch in
 /// one pass and no lock is held while sockets are written.
 public final class ChannelHub: Sendable {
-    private let shards: [NIOLoopBound<LoopShard>]
+    private let shards: [NIOLoopBoundBox<LoopShard>]
 
     public init(group: any EventLoopGroup) {
         shards = group.makeIterator().map { loop in
-            NIOLoopBound(LoopShard(eventLoop: loop), eventLoop: loop)
+            NIOLoopBoundBox.makeBoxSendingValue(LoopShard(eventLoop: loop), eventLoop: loop)
         }
     }
 

@@ -109,6 +109,11 @@ public final class Bridge: Service, Sendable {
 
     public var isDatabaseUp: Bool { server.listener.isUp }
 
+    /// Returns once the listener is connected and LISTENs every channel in use.
+    public func waitUntilDatabaseUp() async {
+        await server.listener.waitUntilUp()
+    }
+
     public var openConnections: Int { server.limiter.count }
 
     public var queuedMessages: Int { server.notifier.queuedCount }

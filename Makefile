@@ -1,0 +1,38 @@
+# The two commands of a fresh machine: `make run` and `make test`.
+SWIFT ?= swift
+
+.PHONY: run test test-tsan bench build release deps clean
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product postgres-websockets
+
+# Serves the demo (client-example/) on http://localhost:3000 with sample.conf; starts a
+# throwaway PostgreSQL unless PGWS_DB_URI names one.
+run: release
+	scripts/run-demo
+
+# Unit and integration tests against a throwaway PostgreSQL the tests start themselves
+# (or PGWS_TEST_DB_URI).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# The same suite built with ThreadSanitizer, in its own build folder.
+test-tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+
+# The benchmark of issue 4: release builds, throwaway PostgreSQL, writes bench-results.json.
+bench: deps
+	$(SWIFT) build -c release --product postgres-websockets
+	$(SWIFT) build -c release --product pgws-bench
+	.build/release/pgws-bench --server .build/release/postgres-websockets
+
+clean:
+	rm -rf .build .build-tsan

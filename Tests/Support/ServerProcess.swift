@@ -1,0 +1,121 @@
+import Foundation
+import Synchronization
+
+/// The real `postgres-websockets` executable, started as a child process with settings in
+/// its environment. Its log lines are read as they come, so tests can await a line.
+public final class ServerProcess: @unchecked Sendable {
+    public let process: Process
+    public let lines = EventQueue<String>()
+    private let allLines = LineLog()
+    public private(set) var port: Int = 0
+
+    /// The executable built next to the running test bundle (or benchmark).
+    public static var executablePath: String {
+        if let path = ProcessInfo.processInfo.environment["PGWS_EXECUTABLE"] { return path }
+        let current = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = current.deletingLastPathComponent()
+        // xctest bundles on Linux are executables in the build folder; on Darwin, bundles.
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("postgres-websockets").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            .appendingPathComponent(".build/debug/postgres-websockets").path
+    }
+
+    /// Starts the server with `environment` (PGWS_* settings) and optional arguments, and
+    /// waits for its "listening" log line unless `waitForListening` is false.
+    public init(
+        environment: [String: String], arguments: [String] = [], executable: String = ServerProcess.executablePath,
+        waitForListening: Bool = true
+    ) async throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PGWS_") }
+        env["PGWS_PORT"] = "0"
+        env["PGWS_LOG_LEVEL"] = "info"
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        let queue = lines
+        let store = allLines
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else {
+                handle.readabilityHandler = nil
+                return
+            }
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                store.append(String(line))
+                queue.push(String(line))
+            }
+        }
+        try process.run()
+        if waitForListening {
+            let line = try await waitForLine(containing: "postgres-websockets listening", timeout: 30)
+            guard let range = line.range(of: "port=") else { throw WaitTimeout(what: "port in log line: \(line)") }
+            port = Int(line[range.upperBound...].prefix(while: \.isNumber)) ?? 0
+        }
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    /// Waits for a log line containing `text`, consuming the lines before it.
+    @discardableResult
+    public func waitForLine(containing text: String, timeout: Double = 20) async throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else { throw WaitTimeout(what: "log line containing '\(text)'; log so far:\n\(log)") }
+            guard let line = await lines.nextIfAny(within: remaining) else { continue }
+            if line.contains(text) { return line }
+        }
+    }
+
+    /// Every line logged so far.
+    public var log: String { allLines.text }
+
+    public func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// Waits for the process to exit and returns its status.
+    public func waitForExit(timeout: Double = 20) async throws -> Int32 {
+        let process = self.process
+        try await waitUntil(timeout: timeout, "process exit") { !process.isRunning }
+        return process.terminationStatus
+    }
+
+    public func stop() async {
+        guard process.isRunning else { return }
+        signal(SIGTERM)
+        if (try? await waitForExit(timeout: 15)) == nil {
+            signal(SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// A field of /proc/PID/status in kB (VmRSS, VmHWM).
+    public func memoryKB(_ field: String = "VmRSS") -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "")
+        }
+        return nil
+    }
+}
+
+private final class LineLog: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var text: String { lines.withLock { $0.joined(separator: "\n") } }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Logging
+import PostgresWebSockets
+
+/// The bridge running inside the test process on a free port, against a real database.
+public final class TestServer: Sendable {
+    public let bridge: Bridge
+    public let port: Int
+
+    private init(bridge: Bridge, port: Int) {
+        self.bridge = bridge
+        self.port = port
+    }
+
+    public static func configuration(databaseURI: String) -> Configuration {
+        var config = Configuration(databaseURI: databaseURI, jwtSecret: Array(TestTokens.secret.utf8))
+        config.port = 0
+        return config
+    }
+
+    /// Starts a server; `configure` adjusts the configuration first. Waits until the
+    /// listener is connected unless `waitForDatabase` is false.
+    public static func start(
+        databaseURI: String = TemporaryPostgres.sharedURI,
+        waitForDatabase: Bool = true,
+        _ configure: (inout Configuration) -> Void = { _ in }
+    ) async throws -> TestServer {
+        var config = configuration(databaseURI: databaseURI)
+        configure(&config)
+        var logger = Logger(label: "bridge-under-test")
+        logger.logLevel = testLogLevel
+        let bridge = try Bridge(configuration: config, logger: logger)
+        let port = try await bridge.start()
+        let server = TestServer(bridge: bridge, port: port)
+        if waitForDatabase {
+            try await server.waitUntilDatabaseUp()
+        }
+        return server
+    }
+
+    /// Log level of servers under test: `PGWS_TEST_LOG_LEVEL`, else warning.
+    public static var testLogLevel: Logger.Level {
+        ProcessInfo.processInfo.environment["PGWS_TEST_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+    }
+
+    public func waitUntilDatabaseUp(timeout: Double = 20) async throws {
+        let bridge = self.bridge
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await bridge.waitUntilDatabaseUp()
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+                return false
+            }
+            let cameUp = try await group.next() ?? false
+            group.cancelAll()
+            guard cameUp else { throw WaitTimeout(what: "database up") }
+        }
+    }
+
+    public func shutdown() async {
+        await bridge.shutdown()
+    }
+
+    /// Runs `body` with a started server and always shuts it down.
+    public static func with<T>(
+        databaseURI: String = TemporaryPostgres.sharedURI,
+        _ configure: (inout Configuration) -> Void = { _ in },
+        _ body: (TestServer) async throws -> T
+    ) async throws -> T {
+        let server = try await start(databaseURI: databaseURI, configure)
+        do {
+            let result = try await body(server)
+            await server.shutdown()
+            return result
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+    }
+
+    public func connect(_ path: String, headers: [(String, String)] = []) async throws -> WebSocketClient {
+        try await WebSocketClient.connect(port: port, path: path, headers: headers)
+    }
+
+    public func open(_ path: String, headers: [(String, String)] = []) async throws -> WebSocketClient.Outcome {
+        try await WebSocketClient.open(port: port, path: path, headers: headers)
+    }
+}
+
+public struct WaitTimeout: Error, CustomStringConvertible {
+    public let what: String
+    public var description: String { "timed out waiting for \(what)" }
+}
+
+/// Re-checks `condition` until it holds. For state that offers no event to await (process
+/// memory, another process's connection count); each check is cheap and the wait is bounded.
+public func waitUntil(
+    timeout: Double, _ what: String, every interval: Double = 0.02, _ condition: () async throws -> Bool
+) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !(try await condition()) {
+        guard Date() < deadline else { throw WaitTimeout(what: what) }
+        try await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
+    }
+}
