@@ -81,8 +81,19 @@ public final class TestServer: Sendable {
         }
     }
 
-    public func connect(_ path: String, headers: [(String, String)] = []) async throws -> WebSocketClient {
-        try await WebSocketClient.connect(port: port, path: path, headers: headers)
+    public func connect(_ path: String, headers: [(String, String)] = [], answerPings: Bool = true) async throws -> WebSocketClient {
+        try await WebSocketClient.connect(port: port, path: path, headers: headers, answerPings: answerPings)
+    }
+
+    /// A socket reading and writing `channel`, with a fresh token.
+    public func connect(channel: String, mode: String = "rw") async throws -> WebSocketClient {
+        try await connect("/\(Self.pathSegment(channel))/\(TestTokens.mint(mode: mode))")
+    }
+
+    /// Percent-encodes everything but unreserved characters, as a browser's
+    /// encodeURIComponent would.
+    public static func pathSegment(_ name: String) -> String {
+        name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? name
     }
 
     public func open(_ path: String, headers: [(String, String)] = []) async throws -> WebSocketClient.Outcome {
@@ -92,6 +103,7 @@ public final class TestServer: Sendable {
 
 public struct WaitTimeout: Error, CustomStringConvertible {
     public let what: String
+    public init(what: String) { self.what = what }
     public var description: String { "timed out waiting for \(what)" }
 }
 

@@ -46,7 +46,7 @@ public final class WebSocketClient: Sendable {
     /// Opens a socket; returns the refusal when the server answers with anything but 101.
     public static func open(
         host: String = "127.0.0.1", port: Int, path: String,
-        headers: [(String, String)] = [], rawRequest: String? = nil,
+        headers: [(String, String)] = [], rawRequest: String? = nil, answerPings: Bool = true,
         group: any EventLoopGroup = defaultGroup
     ) async throws -> Outcome {
         let events = EventQueue<WebSocketEvent>()
@@ -57,7 +57,9 @@ public final class WebSocketClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(expectedAccept: Self.accept(for: key), events: events, handshake: handshake))
+                        ClientHandler(
+                            expectedAccept: Self.accept(for: key), events: events, handshake: handshake,
+                            answerPings: answerPings))
                 }
             }
             .connect(host: host, port: port).get()
@@ -78,9 +80,9 @@ public final class WebSocketClient: Sendable {
 
     /// Opens a socket that the test expects to be accepted.
     public static func connect(
-        host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = []
+        host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = [], answerPings: Bool = true
     ) async throws -> WebSocketClient {
-        switch try await open(host: host, port: port, path: path, headers: headers) {
+        switch try await open(host: host, port: port, path: path, headers: headers, answerPings: answerPings) {
         case .upgraded(let client): return client
         case .refused(let refusal): throw refusal
         }
@@ -146,6 +148,10 @@ public final class WebSocketClient: Sendable {
     public func close(code: UInt16 = 1000, reason: String = "") async throws {
         var payload = withUnsafeBytes(of: code.bigEndian) { Array($0) }
         payload += Array(reason.utf8)
+        let channel = self.channel
+        try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: ClientHandler.self).sentClose = true
+        }.get()
         try await send(opcode: .connectionClose, payload: payload)
     }
 
@@ -215,14 +221,18 @@ private final class ClientHandler: ChannelInboundHandler {
     private let expectedAccept: String
     private let events: EventQueue<WebSocketEvent>
     private let handshake: HandshakeState
+    private let answerPings: Bool
     private var phase = Phase.response
     private var buffer = ByteBuffer()
     private var fragments: (opcode: WebSocketOpcode, data: [UInt8])? = nil
+    /// Set once a close frame went out, by `close(code:)` or in answer to the server's.
+    var sentClose = false
 
-    init(expectedAccept: String, events: EventQueue<WebSocketEvent>, handshake: HandshakeState) {
+    init(expectedAccept: String, events: EventQueue<WebSocketEvent>, handshake: HandshakeState, answerPings: Bool) {
         self.expectedAccept = expectedAccept
         self.events = events
         self.handshake = handshake
+        self.answerPings = answerPings
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -312,6 +322,7 @@ private final class ClientHandler: ChannelInboundHandler {
         switch frame.opcode {
         case .ping:
             events.push(.ping(frame.payload))
+            guard answerPings else { return }
             context.writeAndFlush(
                 wrapOutboundOut(WebSocketClient.encodeFrame(opcode: .pong, payload: frame.payload, fin: true, masked: true)),
                 promise: nil)
@@ -321,6 +332,14 @@ private final class ClientHandler: ChannelInboundHandler {
             let code = frame.payload.count >= 2 ? UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1]) : nil
             let reason = frame.payload.count > 2 ? String(decoding: frame.payload[2...], as: UTF8.self) : ""
             events.push(.close(code: code, reason: reason))
+            // Like a browser: answer the close frame with one carrying the same code.
+            if !sentClose {
+                sentClose = true
+                context.writeAndFlush(
+                    wrapOutboundOut(
+                        WebSocketClient.encodeFrame(opcode: .connectionClose, payload: Array(frame.payload.prefix(2)), fin: true, masked: true)),
+                    promise: nil)
+            }
         case .continuation:
             guard var pending = fragments else { return }
             pending.data += frame.payload
