@@ -15,8 +15,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private enum State {
         case idle
-        /// Authorized; waiting until PostgreSQL LISTENs on the socket's channels.
-        case awaitingListen(WebSocketSession, acceptKey: String)
+        /// Authorized; waiting for the end of the request and until PostgreSQL LISTENs on
+        /// the socket's channels.
+        case upgrading(WebSocketSession, acceptKey: String, requestEnded: Bool, listening: Bool)
         case responding
         case upgraded
         case closed
@@ -39,8 +40,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .idle = state, case .head(let head) = unwrapInboundIn(data) else { return }
-        route(head, context: context)
+        switch (state, unwrapInboundIn(data)) {
+        case (.idle, .head(let head)):
+            route(head, context: context)
+        case (.upgrading(let session, let key, false, let listening), .end):
+            state = .upgrading(session, acceptKey: key, requestEnded: true, listening: listening)
+            scheduleUpgradeIfReady(context: context)
+        default:
+            break
+        }
     }
 
     private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -162,22 +170,33 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Holds the 101 until PostgreSQL LISTENs on the socket's channels: once a client sees
     /// its socket open, every NOTIFY committed after that reaches it.
     private func beginUpgrade(_ session: WebSocketSession, acceptKey: String, context: ChannelHandlerContext) {
-        state = .awaitingListen(session, acceptKey: acceptKey)
-        guard !session.readChannels.isEmpty else {
-            completeUpgrade(context: context)
-            return
-        }
+        let needsListen = !session.readChannels.isEmpty
+        state = .upgrading(session, acceptKey: acceptKey, requestEnded: false, listening: !needsListen)
+        guard needsListen else { return }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         server.listener.acquire(session.readChannels) {
             loopBound.eventLoop.execute {
                 let (handler, context) = loopBound.value
-                handler.completeUpgrade(context: context)
+                guard case .upgrading(let session, let key, let ended, false) = handler.state else { return }
+                handler.state = .upgrading(session, acceptKey: key, requestEnded: ended, listening: true)
+                handler.scheduleUpgradeIfReady(context: context)
             }
         }
     }
 
+    /// The pipeline changes in a later event-loop turn: the HTTP decoder may still be in the
+    /// middle of handing over the request it just parsed.
+    private func scheduleUpgradeIfReady(context: ChannelHandlerContext) {
+        guard case .upgrading(_, _, true, true) = state else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = loopBound.value
+            handler.completeUpgrade(context: context)
+        }
+    }
+
     private func completeUpgrade(context: ChannelHandlerContext) {
-        guard case .awaitingListen(let session, let acceptKey) = state else {
+        guard case .upgrading(let session, let acceptKey, true, true) = state else {
             return
         }
         guard context.channel.isActive else {
@@ -221,7 +240,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .awaitingListen(let session, _) = state {
+        if case .upgrading(let session, _, _, _) = state {
             abandon(session)
         }
         state = .closed
@@ -234,7 +253,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let status: HTTPResponseStatus = (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
             server.logger.info("malformed HTTP request", metadata: ["error": "\(error)"])
             respond(.text(status, "malformed HTTP request"), to: nil, context: context)
-        case .awaitingListen, .responding, .upgraded, .closed:
+        case .upgrading, .responding, .upgraded, .closed:
             context.close(promise: nil)
         }
     }

@@ -1,0 +1,141 @@
+import BridgeTestSupport
+import Foundation
+import NIOWebSocket
+import PostgresWebSockets
+import Testing
+
+/// Every frame a server must not accept gets a close code and a reason, never silence.
+@Suite struct BadFrameTests {
+    func expectClose(
+        _ client: WebSocketClient, code: UInt16, reasonContains: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let close = try await client.nextClose()
+        #expect(close.code == code, "reason: \(close.reason)", sourceLocation: sourceLocation)
+        #expect(close.reason.contains(reasonContains), "reason: \(close.reason)", sourceLocation: sourceLocation)
+        #expect(try await client.next() == .disconnected, sourceLocation: sourceLocation)
+    }
+
+    @Test func textFromReadOnlySocketIs1008() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "r")
+            try await client.send(text: "not allowed")
+            try await expectClose(client, code: 1008, reasonContains: "read-only")
+        }
+    }
+
+    @Test func binaryFrameIs1003() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            try await client.send(binary: [0, 1, 2, 255])
+            try await expectClose(client, code: 1003, reasonContains: "binary")
+        }
+    }
+
+    @Test func invalidUTF8Is1007() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            try await client.send(opcode: .text, payload: [0x68, 0x69, 0xC3, 0x28])
+            try await expectClose(client, code: 1007, reasonContains: "UTF-8")
+        }
+    }
+
+    @Test func frameAboveMaxMessageSizeIs1009() async throws {
+        try await TestServer.with({ $0.maxMessageSize = 1000 }) { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            try await client.send(text: String(repeating: "a", count: 1001))
+            try await expectClose(client, code: 1009, reasonContains: "1000 bytes")
+        }
+    }
+
+    @Test func fragmentedMessageAboveMaxMessageSizeIs1009() async throws {
+        try await TestServer.with({ $0.maxMessageSize = 1000 }) { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            try await client.send(opcode: .text, payload: Array(repeating: 0x61, count: 600), fin: false)
+            try await client.send(opcode: .continuation, payload: Array(repeating: 0x61, count: 600), fin: true)
+            try await expectClose(client, code: 1009, reasonContains: "1000 bytes")
+        }
+    }
+
+    @Test func envelopeAbovePostgresLimitIs1009() async throws {
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            try await db.listen(channel)
+            let client = try await server.connect(channel: channel, mode: "rw")
+            // 7999 bytes of text is allowed by max-message-size, but its envelope is larger.
+            try await client.send(text: String(repeating: "a", count: 7999))
+            try await expectClose(client, code: 1009, reasonContains: "7999")
+            #expect(try await db.drainNotifications().isEmpty)
+        }
+    }
+
+    @Test func fragmentedMessageIsReassembled() async throws {
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            let client = try await server.connect(channel: channel, mode: "rw")
+            try await client.send(opcode: .text, payload: Array("frag".utf8), fin: false)
+            try await client.ping([7])  // control frames may come between fragments
+            try await client.send(opcode: .continuation, payload: Array("men".utf8), fin: false)
+            try await client.send(opcode: .continuation, payload: Array("ted ✓".utf8), fin: true)
+            let envelope = try JSONParser.parse(try await client.nextText())
+            #expect(envelope["payload"] == .string("fragmented ✓"))
+        }
+    }
+
+    @Test func unmaskedClientFrameIs1002() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            try await client.send(opcode: .text, payload: Array("naked".utf8), masked: false)
+            try await expectClose(client, code: 1002, reasonContains: "masked")
+        }
+    }
+
+    @Test func continuationWithoutStartIs1002() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            try await client.send(opcode: .continuation, payload: Array("orphan".utf8))
+            try await expectClose(client, code: 1002, reasonContains: "continuation")
+        }
+    }
+
+    @Test func pingIsAnsweredWithPong() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "r")
+            try await client.ping([1, 2, 3])
+            #expect(try await client.next() == .pong([1, 2, 3]))
+        }
+    }
+
+    @Test func clientCloseIsEchoedAndConnectionEnds() async throws {
+        try await TestServer.with { server in
+            let client = try await server.connect(channel: uniqueChannel(), mode: "r")
+            try await client.close(code: 4000, reason: "bye")
+            #expect(try await client.next() == .close(code: 4000, reason: ""))
+            #expect(try await client.next() == .disconnected)
+        }
+    }
+
+    @Test func idleSocketsArePingedAndDroppedWhenSilent() async throws {
+        try await TestServer.with({ $0.pingInterval = 0.3; $0.pongTimeout = 0.6 }) { server in
+            let channel = uniqueChannel()
+            let alive = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))")
+            let silent = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))", answerPings: false)
+            guard case .ping = try await silent.next(timeout: 5) else {
+                Issue.record("expected a ping")
+                return
+            }
+            #expect(try await silent.next(timeout: 5) == .disconnected)
+            // The socket that answers survives several ping rounds and still gets messages.
+            for _ in 0..<3 {
+                guard case .ping = try await alive.next(timeout: 5) else {
+                    Issue.record("expected a ping")
+                    return
+                }
+            }
+            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            try await db.notify(channel, "still open")
+            #expect(try await alive.nextText() == "still open")
+        }
+    }
+}
