@@ -75,7 +75,10 @@ let package = Package(
         ),
         .testTarget(
             name: "PostgresWebSocketsTests",
-            dependencies: ["PostgresWebSockets"],
+            dependencies: [
+                "PostgresWebSockets",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -57,8 +57,10 @@ extension Grant {
             }
         default: throw AuthorizationError(reason: "JWT channels claim must be an array of strings")
         }
-        var seen = Set<String>()
-        claimed = claimed.filter { seen.insert($0).inserted }
+        // Channel names are compared by their UTF-8 bytes, as PostgreSQL does: Swift's String
+        // equality is canonical equivalence, which would make "caf\u{E9}" and "cafe\u{301}" one name.
+        var seen = Set<[UInt8]>()
+        claimed = claimed.filter { seen.insert(Array($0.utf8)).inserted }
         for name in claimed {
             if let problem = ChannelName.problem(with: name) {
                 throw AuthorizationError(reason: "bad channel name in JWT: \(problem)")
@@ -70,7 +72,7 @@ extension Grant {
             if let problem = ChannelName.problem(with: requested) {
                 throw AuthorizationError(reason: "bad channel name: \(problem)")
             }
-            guard claimed.isEmpty || claimed.contains(requested) else {
+            guard claimed.isEmpty || claimed.contains(where: { $0.utf8.elementsEqual(requested.utf8) }) else {
                 throw AuthorizationError(reason: "channel not allowed by JWT")
             }
             channels = [requested]

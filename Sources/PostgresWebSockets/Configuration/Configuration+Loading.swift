@@ -43,7 +43,7 @@ private struct Settings {
         guard !databaseURI.isEmpty else { throw ConfigurationError("\(origin(.databaseURI)) is empty") }
 
         guard var secret = try fileOrValue(.jwtSecret) else { throw missing(.jwtSecret) }
-        if values[.jwtSecret]?.value.hasPrefix("@") == true, secret.hasSuffix("\n") {
+        if values[.jwtSecret]?.value.hasPrefix("@") == true, secret.hasSuffix("\n") || secret.hasSuffix("\r\n") {
             secret.removeLast()  // a file saved by an editor ends in a newline that is not part of the key
         }
         var secretBytes = Array(secret.utf8)

@@ -14,7 +14,8 @@ public struct ConfigurationFile: Sendable {
         self.path = path
         var entries: [ConfigurationKey: Entry] = [:]
         var lineNumber = 0
-        for rawLine in contents.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift, so splitting on "\n" alone would not split it.
+        for rawLine in contents.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
             let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
