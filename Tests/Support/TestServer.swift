@@ -6,10 +6,13 @@ import PostgresWebSockets
 public final class TestServer: Sendable {
     public let bridge: Bridge
     public let port: Int
+    /// Everything the server logged at info level and above.
+    public let log: LogCapture
 
-    private init(bridge: Bridge, port: Int) {
+    private init(bridge: Bridge, port: Int, log: LogCapture) {
         self.bridge = bridge
         self.port = port
+        self.log = log
     }
 
     public static func configuration(databaseURI: String) -> Configuration {
@@ -27,11 +30,13 @@ public final class TestServer: Sendable {
     ) async throws -> TestServer {
         var config = configuration(databaseURI: databaseURI)
         configure(&config)
-        var logger = Logger(label: "bridge-under-test")
-        logger.logLevel = testLogLevel
+        let capture = LogCapture()
+        let echo = testLogLevel
+        var logger = Logger(label: "bridge-under-test") { _ in CapturingLogHandler(capture: capture, echo: echo) }
+        logger.logLevel = min(echo, .info)
         let bridge = try Bridge(configuration: config, logger: logger)
         let port = try await bridge.start()
-        let server = TestServer(bridge: bridge, port: port)
+        let server = TestServer(bridge: bridge, port: port, log: capture)
         if waitForDatabase {
             try await server.waitUntilDatabaseUp()
         }
@@ -67,10 +72,11 @@ public final class TestServer: Sendable {
     /// Runs `body` with a started server and always shuts it down.
     public static func with<T>(
         databaseURI: String = TemporaryPostgres.sharedURI,
+        waitForDatabase: Bool = true,
         _ configure: (inout Configuration) -> Void = { _ in },
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
-        let server = try await start(databaseURI: databaseURI, configure)
+        let server = try await start(databaseURI: databaseURI, waitForDatabase: waitForDatabase, configure)
         do {
             let result = try await body(server)
             await server.shutdown()

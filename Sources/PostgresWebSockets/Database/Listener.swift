@@ -253,7 +253,6 @@ private struct ListenerLoop {
     /// Set when `listening` changed and the shared state has not been told yet.
     private var needsConfirm = false
     private var outageStart: Double? = nil
-    private var lastFailure: String? = nil
     private let allocator = ByteBufferAllocator()
 
     init(listener: Listener) {
@@ -295,20 +294,16 @@ private struct ListenerLoop {
                 listener.log.info("listener connected", metadata: ["backend_pid": "\(conn.backendPID)"])
             }
             outageStart = nil
-            lastFailure = nil
         case .failure(let error):
             fail(error.message)
         }
     }
 
-    /// Logs a failure once per change of state, then waits out the backoff.
+    /// Logs the first failure of an outage; the retries that follow only at debug level.
     private mutating func fail(_ message: String) {
         if outageStart == nil {
             outageStart = monotonicSeconds()
-        }
-        if lastFailure != message {
             listener.log.warning("database unavailable, retrying with backoff", metadata: ["error": "\(message)"])
-            lastFailure = message
         } else {
             listener.log.debug("database still unavailable", metadata: ["error": "\(message)"])
         }
@@ -321,7 +316,6 @@ private struct ListenerLoop {
         inFlight = nil
         outageStart = monotonicSeconds()
         listener.log.warning("database connection lost", metadata: ["error": "\(reason)"])
-        lastFailure = reason
         listener.connectionLost()
     }
 

@@ -1,0 +1,136 @@
+import BridgeTestSupport
+import Foundation
+import PostgresWebSockets
+import Testing
+
+/// Database outages against a PostgreSQL that the tests stop, kill and restart. Each test
+/// has a cluster of its own, so nothing else notices.
+@Suite struct ResilienceTests {
+    @Test func startsWithoutDatabaseAndServesOnceItIsUp() async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try cluster.stopServer()
+        try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false) { server in
+            let unavailable = try await HTTPGet.fetch(port: server.port, path: "/health")
+            #expect(unavailable.status == 503)
+            #expect(try JSONParser.parse(unavailable.body)["database"] == .string("unavailable"))
+
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let writer = try await server.connect(channel: channel, mode: "w")
+            for i in 0..<3 { try await writer.send(text: "queued-\(i)") }
+
+            try await server.log.waitForLine(containing: "database unavailable")
+            try cluster.startServerAgain()
+            try await server.log.waitForLine(containing: "database connection restored", timeout: 30)
+            // One warning for the whole outage, however many retries it took.
+            #expect(server.log.text.filter { $0.contains("database unavailable") }.count == 1)
+
+            for i in 0..<3 {
+                let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
+                #expect(envelope["payload"] == .string("queued-\(i)"))
+            }
+            let db = try TestDatabase(uri: cluster.uri)
+            try await db.notify(channel, "after start")
+            #expect(try await reader.nextText() == "after start")
+            let healthy = try await HTTPGet.fetch(port: server.port, path: "/health")
+            #expect(healthy.status == 200)
+            #expect(try JSONParser.parse(healthy.body)["database"] == .string("connected"))
+        }
+    }
+
+    @Test func listenerRecoversAfterItsBackendIsTerminated() async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try await TestServer.with(databaseURI: cluster.uri) { server in
+            let db = try TestDatabase(uri: cluster.uri)
+            let (a, b) = (uniqueChannel(), uniqueChannel())
+            let readers = [
+                try await server.connect(channel: a, mode: "r"), try await server.connect(channel: a, mode: "r"),
+                try await server.connect(channel: b, mode: "r"),
+            ]
+            let terminated = try await db.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'")
+            #expect(terminated.count == 1)
+            try await server.log.waitForLine(containing: "database connection lost")
+            let restored = try await server.log.waitForLine(containing: "database connection restored")
+            #expect(restored.contains("outage_seconds="))
+            try await server.waitUntilDatabaseUp()
+            #expect(Set(try await server.bridge.listeningChannels()) == [a, b])
+            try await db.notify(a, "to a")
+            try await db.notify(b, "to b")
+            #expect(try await readers[0].nextText() == "to a")
+            #expect(try await readers[1].nextText() == "to a")
+            #expect(try await readers[2].nextText() == "to b")
+        }
+    }
+
+    @Test(arguments: ["fast", "immediate"])
+    func postgresRestartLosesNoClientMessage(mode: String) async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try await TestServer.with(databaseURI: cluster.uri) { server in
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let writer = try await server.connect(channel: channel, mode: "w")
+            try cluster.stopServer(mode: mode)
+            try await server.log.waitForLine(containing: "database connection lost")
+            let unavailable = try await HTTPGet.fetch(port: server.port, path: "/health")
+            #expect(unavailable.status == 503)
+            for i in 0..<50 { try await writer.send(text: "during-\(i)") }
+            try cluster.startServerAgain()
+            try await server.log.waitForLine(containing: "database connection restored", timeout: 30)
+            for i in 0..<50 {
+                let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
+                #expect(envelope["payload"] == .string("during-\(i)"))
+            }
+            let db = try TestDatabase(uri: cluster.uri)
+            try await db.notify(channel, "after restart")
+            #expect(try await reader.nextText() == "after restart")
+        }
+    }
+
+    @Test func fullQueueClosesTheSenderWith1013() async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try cluster.stopServer()
+        try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false, { $0.maxPendingMessages = 5 }) { server in
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let writer = try await server.connect(channel: channel, mode: "w")
+            for i in 0..<6 { try await writer.send(text: "m\(i)") }
+            let close = try await writer.nextClose()
+            #expect(close.code == 1013)
+            #expect(close.reason == "database unavailable")
+            try cluster.startServerAgain()
+            for i in 0..<5 {
+                let envelope = try JSONParser.parse(try await reader.nextText(timeout: 30))
+                #expect(envelope["payload"] == .string("m\(i)"))
+            }
+            try await reader.expectSilence(for: 0.5)  // the refused sixth never went out
+        }
+    }
+
+    @Test func messageRejectedByPostgresClosesOnlyItsSender() async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        let admin = try TestDatabase(uri: cluster.uri)
+        try await admin.query("CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        let latinURI = String(cluster.uri.dropLast("postgres".count)) + "latin"
+        try await TestServer.with(databaseURI: latinURI) { server in
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let bad = try await server.connect(channel: channel, mode: "w")
+            let good = try await server.connect(channel: channel, mode: "w")
+            try await bad.send(text: "日本語 cannot be LATIN1")
+            try await good.send(text: "plain ascii")
+            let close = try await bad.nextClose()
+            #expect(close.code == 1008)
+            #expect(close.reason.contains("rejected by PostgreSQL"))
+            let envelope = try JSONParser.parse(try await reader.nextText())
+            #expect(envelope["payload"] == .string("plain ascii"))
+            try await good.send(text: "still open")
+            #expect(try JSONParser.parse(try await reader.nextText())["payload"] == .string("still open"))
+        }
+    }
+}
