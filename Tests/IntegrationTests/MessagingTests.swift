@@ -222,4 +222,28 @@ import Testing
             #expect(tables.first?.first == "1")
         }
     }
+
+    /// "caf\u{E9}" and "cafe\u{301}" are equal Swift Strings but distinct PostgreSQL channels.
+    @Test func canonicallyEquivalentChannelNamesStayApart() async throws {
+        try await TestServer.with { server in
+            let suffix = uniqueChannel("-")
+            let composed = "caf\u{E9}" + suffix
+            let decomposed = "cafe\u{301}" + suffix
+            #expect(composed == decomposed && !composed.utf8.elementsEqual(decomposed.utf8))
+            let onComposed = try await server.connect(channel: composed, mode: "r")
+            let onDecomposed = try await server.connect(channel: decomposed, mode: "r")
+            #expect(try await server.bridge.listeningChannels().filter { $0.hasSuffix(suffix) }.count == 2)
+            try await db.notify(decomposed, "for the decomposed one")
+            try await db.notify(composed, "for the composed one")
+            #expect(try await onComposed.nextText() == "for the composed one")
+            #expect(try await onDecomposed.nextText() == "for the decomposed one")
+            let claimsComposed = TestTokens.mint(mode: "r", channel: composed)
+            let refused = try await server.open("/\(TestServer.pathSegment(decomposed))/\(claimsComposed)")
+            guard case .refused(let refusal) = refused else {
+                Issue.record("a token for one spelling opened the other")
+                return
+            }
+            #expect(refusal.status == 403)
+        }
+    }
 }

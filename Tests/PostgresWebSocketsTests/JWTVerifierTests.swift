@@ -168,6 +168,17 @@ struct JWTVerifierTests {
         }
     }
 
+    @Test("only unpadded base64url is accepted: padding or the standard alphabet is refused")
+    func strictBase64URL() {
+        let segments = readmeRWChat.split(separator: ".").map(String.init)
+        #expect(refusal(readmeRWChat + "=") != nil)
+        #expect(refusal(segments[0] + "." + segments[1] + "=." + segments[2]) != nil)
+        let signature = Base64.decode(segments[2])!
+        let standard = Base64.encode(signature, urlSafe: false, padded: true)
+        #expect(standard != segments[2])
+        #expect(refusal(segments[0] + "." + segments[1] + "." + standard) == "invalid JWT signature")
+    }
+
     @Test("changing any character of the header or claims breaks the signature")
     func signedTextTampering() {
         let token = readmeRWChat

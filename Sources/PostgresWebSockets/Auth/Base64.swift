@@ -65,6 +65,15 @@ public enum Base64 {
         return out
     }
 
+    /// Decodes unpadded base64url only, as JWS compact serialization requires (RFC 7515 2),
+    /// so a token has exactly one spelling.
+    public static func decodeURLSafe(_ text: some Collection<UInt8>) -> [UInt8]? {
+        for byte in text where byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=") {
+            return nil
+        }
+        return decode(text)
+    }
+
     public static func decode(_ text: String) -> [UInt8]? {
         decode(Array(text.utf8))
     }

@@ -57,10 +57,8 @@ extension Grant {
             }
         default: throw AuthorizationError(reason: "JWT channels claim must be an array of strings")
         }
-        // Channel names are compared by their UTF-8 bytes, as PostgreSQL does: Swift's String
-        // equality is canonical equivalence, which would make "caf\u{E9}" and "cafe\u{301}" one name.
-        var seen = Set<[UInt8]>()
-        claimed = claimed.filter { seen.insert(Array($0.utf8)).inserted }
+        var seen = Set<ChannelKey>()
+        claimed = claimed.filter { seen.insert(ChannelKey($0)).inserted }
         for name in claimed {
             if let problem = ChannelName.problem(with: name) {
                 throw AuthorizationError(reason: "bad channel name in JWT: \(problem)")
@@ -72,7 +70,7 @@ extension Grant {
             if let problem = ChannelName.problem(with: requested) {
                 throw AuthorizationError(reason: "bad channel name: \(problem)")
             }
-            guard claimed.isEmpty || claimed.contains(where: { $0.utf8.elementsEqual(requested.utf8) }) else {
+            guard claimed.isEmpty || seen.contains(ChannelKey(requested)) else {
                 throw AuthorizationError(reason: "channel not allowed by JWT")
             }
             channels = [requested]

@@ -37,7 +37,7 @@ public struct JWTVerifier: Sendable {
         guard parts.count == 3 else { throw TokenError.malformed }
         let (headerPart, claimsPart, signaturePart) = (parts[0], parts[1], parts[2])
 
-        guard let headerBytes = Base64.decode(headerPart),
+        guard let headerBytes = Base64.decodeURLSafe(headerPart),
             let header = try? JSONParser.parse(headerBytes),
             case .object = header
         else { throw TokenError("malformed JWT header") }
@@ -53,11 +53,11 @@ public struct JWTVerifier: Sendable {
         let signingInput = Array(token.utf8.prefix(signingInputLength))
         let expected = signingInput.withUnsafeBytes { algorithm.sign(key: secret, message: $0) }
 
-        guard let signature = Base64.decode(signaturePart), constantTimeEquals(signature, expected) else {
+        guard let signature = Base64.decodeURLSafe(signaturePart), constantTimeEquals(signature, expected) else {
             throw TokenError.badSignature
         }
 
-        guard let claimsBytes = Base64.decode(claimsPart),
+        guard let claimsBytes = Base64.decodeURLSafe(claimsPart),
             let claims = try? JSONParser.parse(claimsBytes),
             case .object = claims
         else { throw TokenError("malformed JWT claims") }

@@ -26,7 +26,7 @@ public final class Listener: Sendable {
     static let maxChannelCommands = 1000
 
     private struct Waiter {
-        let channels: [String]
+        let channels: [ChannelKey]
         let ready: @Sendable () -> Void
     }
 
@@ -36,9 +36,9 @@ public final class Listener: Sendable {
     }
 
     private struct State {
-        var wanted: [String: Int] = [:]
+        var wanted: [ChannelKey: Int] = [:]
         /// Channels PostgreSQL has acknowledged on the current connection.
-        var confirmed: Set<String> = []
+        var confirmed: Set<ChannelKey> = []
         var waiters: [Waiter] = []
         var queries: [Query] = []
         var isUp = false
@@ -95,7 +95,8 @@ public final class Listener: Sendable {
 
     /// Adds a reference to each channel; calls `ready` once PostgreSQL LISTENs on all of
     /// them, or at once while the database is down (the channels are LISTENed on reconnect).
-    public func acquire(_ channels: [String], ready: @escaping @Sendable () -> Void) {
+    public func acquire(_ names: [String], ready: @escaping @Sendable () -> Void) {
+        let channels = names.map(ChannelKey.init)
         let (isReady, needsSync) = state.withLock { state -> (Bool, Bool) in
             var needsSync = false
             for channel in channels {
@@ -111,7 +112,8 @@ public final class Listener: Sendable {
         if isReady { ready() }
     }
 
-    public func release(_ channels: [String]) {
+    public func release(_ names: [String]) {
+        let channels = names.map(ChannelKey.init)
         let needsSync = state.withLock { state -> Bool in
             var needsSync = false
             for channel in channels {
@@ -149,14 +151,14 @@ public final class Listener: Sendable {
     // MARK: - Used by the listener thread
 
     fileprivate struct Work {
-        var listen: [String] = []
-        var unlisten: [String] = []
+        var listen: [ChannelKey] = []
+        var unlisten: [ChannelKey] = []
         var query: Query? = nil
         var stopping = false
     }
 
     /// What the connection must do next, given the channels it LISTENs on now.
-    fileprivate func nextWork(listening: Set<String>) -> Work {
+    fileprivate func nextWork(listening: Set<ChannelKey>) -> Work {
         state.withLock { state in
             var work = Work(stopping: state.stopping)
             for channel in state.wanted.keys where !listening.contains(channel) {
@@ -178,7 +180,7 @@ public final class Listener: Sendable {
 
     /// Records what PostgreSQL acknowledged; when the connection is in sync with the
     /// acquired channels, the database counts as up.
-    fileprivate func confirm(listening: Set<String>) {
+    fileprivate func confirm(listening: Set<ChannelKey>) {
         var upWaiters: [CheckedContinuation<Void, Never>] = []
         let (ready, observers, cameUp) = state.withLock { state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
             state.confirmed = listening
@@ -238,14 +240,14 @@ public final class Listener: Sendable {
 /// The listener thread's state: the connection, what it LISTENs on, the command in flight.
 private struct ListenerLoop {
     private enum InFlight {
-        case sync(listen: [String], unlisten: [String])
+        case sync(listen: [ChannelKey], unlisten: [ChannelKey])
         case probe
         case query(Listener.Query, rows: [String?])
     }
 
     let listener: Listener
     private var connection: PGConnection? = nil
-    private var listening: Set<String> = []
+    private var listening: Set<ChannelKey> = []
     private var inFlight: InFlight? = nil
     private var inFlightSince = 0.0
     private var lastInput = 0.0
@@ -362,14 +364,14 @@ private struct ListenerLoop {
         if !work.listen.isEmpty || !work.unlisten.isEmpty {
             var sql = ""
             for channel in work.listen {
-                guard let quoted = conn.quoteIdentifier(channel) else {
+                guard let quoted = conn.quoteIdentifier(channel.name) else {
                     lose("cannot quote a channel name: \(conn.errorMessage)")
                     return
                 }
                 sql += "LISTEN \(quoted);"
             }
             for channel in work.unlisten {
-                guard let quoted = conn.quoteIdentifier(channel) else {
+                guard let quoted = conn.quoteIdentifier(channel.name) else {
                     lose("cannot quote a channel name: \(conn.errorMessage)")
                     return
                 }

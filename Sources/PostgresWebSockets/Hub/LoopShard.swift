@@ -5,7 +5,7 @@ import NIOCore
 /// so the broadcast path takes no lock.
 final class LoopShard {
     let eventLoop: any EventLoop
-    private var subscribers: [String: SubscriberList] = [:]
+    private var subscribers: [ChannelKey: SubscriberList] = [:]
     private var sessions: [ObjectIdentifier: WebSocketSession] = [:]
     private var pass = 0
     private var sweeper: RepeatedTask? = nil
@@ -19,12 +19,13 @@ final class LoopShard {
     func add(_ session: WebSocketSession) {
         sessions[ObjectIdentifier(session)] = session
         for channel in session.readChannels {
+            let key = ChannelKey(channel)
             let list: SubscriberList
-            if let existing = subscribers[channel] {
+            if let existing = subscribers[key] {
                 list = existing
             } else {
                 list = SubscriberList()
-                subscribers[channel] = list
+                subscribers[key] = list
             }
             list.append(session)
         }
@@ -33,9 +34,10 @@ final class LoopShard {
     func remove(_ session: WebSocketSession) {
         sessions[ObjectIdentifier(session)] = nil
         for channel in session.readChannels {
-            guard let list = subscribers[channel] else { continue }
+            let key = ChannelKey(channel)
+            guard let list = subscribers[key] else { continue }
             list.remove(session)
-            if list.isEmpty { subscribers[channel] = nil }
+            if list.isEmpty { subscribers[key] = nil }
         }
     }
 
@@ -45,7 +47,7 @@ final class LoopShard {
         pass &+= 1
         var touched: [SubscriberList] = []
         for notification in batch {
-            guard let list = subscribers[notification.channel] else { continue }
+            guard let list = subscribers[ChannelKey(notification.channel)] else { continue }
             if list.lastPass != pass {
                 list.lastPass = pass
                 touched.append(list)
