@@ -1,10 +1,13 @@
 import NIOCore
+import Synchronization
 
 /// Routes notifications from the listener thread to the event loops. Each loop has its
 /// own shard; a batch is handed to every shard in one task, so a loop takes the batch in
 /// one pass and no lock is held while sockets are written.
 public final class ChannelHub: Sendable {
     private let shards: [NIOLoopBoundBox<LoopShard>]
+    /// Frame bytes dispatched and not yet written by every shard.
+    let budget = DeliveryBudget(limit: 4 << 20)
 
     public init(group: any EventLoopGroup) {
         shards = group.makeIterator().map { loop in
@@ -21,9 +24,14 @@ public final class ChannelHub: Sendable {
     }
 
     public func dispatch(_ batch: [Notification]) {
+        let bytes = batch.reduce(0) { $0 + $1.frame.readableBytes }
+        budget.take(bytes)
+        let remaining = ShardCountdown(shards.count)
+        let budget = self.budget
         for shard in shards {
             shard.eventLoop.execute {
                 shard.value.deliver(batch)
+                if remaining.finishOne() { budget.give(bytes) }
             }
         }
     }
@@ -46,4 +54,12 @@ public final class ChannelHub: Sendable {
         }
         return total
     }
+}
+
+/// Counts the shards that still have to deliver one batch.
+private final class ShardCountdown: Sendable {
+    private let remaining: Atomic<Int>
+    init(_ count: Int) { remaining = Atomic(count) }
+    /// True for the last shard.
+    func finishOne() -> Bool { remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 }
 }

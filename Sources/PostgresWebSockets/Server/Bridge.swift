@@ -22,9 +22,13 @@ public final class Bridge: Service, Sendable {
         let notifier = Notifier(
             conninfo: configuration.databaseURI, poolSize: configuration.poolSize,
             maxPending: configuration.maxPendingMessages, logger: logger)
-        let listener = Listener(conninfo: configuration.databaseURI, logger: logger) { batch in
+        let budget = hub.budget
+        let listener = Listener(
+            conninfo: configuration.databaseURI, logger: logger, isBackedUp: { budget.isExhausted }
+        ) { batch in
             hub.dispatch(batch)
         }
+        budget.whenReleased { listener.resume() }
         listener.observeStatus { up in notifier.setDatabaseUp(up) }
         server = ServerContext(
             configuration: configuration, hub: hub, listener: listener, notifier: notifier,
