@@ -28,10 +28,13 @@ public final class TemporaryPostgres: @unchecked Sendable {
         }
     }()
 
-    private init(port: Int, directory: String, binDirectory: String) {
+    private let extraOptions: [String]
+
+    private init(port: Int, directory: String, binDirectory: String, extraOptions: [String]) {
         self.port = port
         self.directory = directory
         self.binDirectory = binDirectory
+        self.extraOptions = extraOptions
     }
 
     deinit {
@@ -42,7 +45,8 @@ public final class TemporaryPostgres: @unchecked Sendable {
         public let description: String
     }
 
-    public static func start() throws -> TemporaryPostgres {
+    /// Starts a cluster; `settings` are extra `name=value` server settings.
+    public static func start(settings: [String] = []) throws -> TemporaryPostgres {
         let bin = try findBinDirectory()
         let directory = try makeTemporaryDirectory()
         let dataDirectory = directory + "/data"
@@ -51,7 +55,7 @@ public final class TemporaryPostgres: @unchecked Sendable {
         var lastError: (any Error)? = nil
         for _ in 0..<5 {
             let port = try freePort()
-            let cluster = TemporaryPostgres(port: port, directory: directory, binDirectory: bin)
+            let cluster = TemporaryPostgres(port: port, directory: directory, binDirectory: bin, extraOptions: settings)
             do {
                 try cluster.startServer()
                 return cluster
@@ -65,12 +69,17 @@ public final class TemporaryPostgres: @unchecked Sendable {
 
     private var dataDirectory: String { directory + "/data" }
 
+    /// The server's log so far.
+    public var serverLog: String {
+        (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
+    }
+
     private func startServer() throws {
-        let options = [
+        let options = ([
             "-p \(port)", "-k \(directory)", "-c listen_addresses=127.0.0.1", "-c fsync=off",
             "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
             "-c shared_buffers=32MB",
-        ].joined(separator: " ")
+        ] + extraOptions.map { "-c \($0)" }).joined(separator: " ")
         try Self.run(
             binDirectory + "/pg_ctl",
             ["-D", dataDirectory, "-l", directory + "/server.log", "-w", "-t", "60", "-o", options, "start"],
