@@ -29,7 +29,7 @@ enum BridgeServer {
         limits.maxHeaderListSize = config.maxHeaderSize
         limits.maxHeaderFieldCount = 100
         let handshakeGuard = HandshakeGuard(
-            maxBytes: config.maxHeaderSize, timeout: .milliseconds(Int64(config.handshakeTimeout * 1000)))
+            maxBytes: config.maxHeaderSize, timeout: .fromSeconds(config.handshakeTimeout), logger: server.logger)
         let decoder = ByteToMessageHandler(
             HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
         let encoder = HTTPResponseEncoder()

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 
 /// First in every new connection's pipeline, until the upgrade: bounds the bytes a client
@@ -11,13 +12,15 @@ final class HandshakeGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let maxBytes: Int
     private let timeout: TimeAmount
+    private let logger: Logger
     private var received = 0
     private var tripped = false
     private var timer: Scheduled<Void>? = nil
 
-    init(maxBytes: Int, timeout: TimeAmount) {
+    init(maxBytes: Int, timeout: TimeAmount, logger: Logger) {
         self.maxBytes = maxBytes
         self.timeout = timeout
+        self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -46,6 +49,7 @@ final class HandshakeGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private func timedOut(context: ChannelHandlerContext) {
         guard !tripped else { return }
         tripped = true
+        logger.info("handshake timed out", metadata: ["bytes_received": "\(received)"])
         if received == 0 {
             context.close(promise: nil)
         } else {
@@ -58,6 +62,7 @@ final class HandshakeGuard: ChannelDuplexHandler, RemovableChannelHandler {
         received += unwrapInboundIn(data).readableBytes
         if received > maxBytes {
             tripped = true
+            logger.info("request head too large", metadata: ["limit_bytes": "\(maxBytes)"])
             respond(
                 context: context, status: "431 Request Header Fields Too Large",
                 body: "request line and headers exceed \(maxBytes) bytes")
