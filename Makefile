@@ -26,7 +26,7 @@ test: deps
 # The same suite built with ThreadSanitizer, in its own build folder.
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+	PGWS_TEST_SANITIZER=thread $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 # The benchmark of issue 4: release builds, throwaway PostgreSQL, writes bench-results.json.
 bench: deps

@@ -52,7 +52,9 @@ import Testing
         // Memory: the stalled socket may hold at most max-socket-buffer (1 MiB) of frames, not
         // the 20 MB sent past it. Measured here: +2.4 MB with the bound, +18 MB without it.
         let peakKB = try #require(server.memoryKB("VmHWM"))
-        #expect(peakKB - baselineKB < 8 * 1024, "baseline \(baselineKB) kB, peak \(peakKB) kB")
+        if !runsUnderSanitizer {
+            #expect(peakKB - baselineKB < 8 * 1024, "baseline \(baselineKB) kB, peak \(peakKB) kB")
+        }
 
         try await stalled.resumeReading()
         var received = 0

@@ -1,21 +1,21 @@
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Keeps the log lines of a server under test, so a test can await a line ("database
 /// connection restored") or count them, and prints them too when PGWS_TEST_LOG_LEVEL asks.
 public final class LogCapture: Sendable {
     public let lines = EventQueue<String>()
-    private let all = Mutex<[String]>([])
+    private let all = NIOLockedValueBox<[String]>([])
 
     public init() {}
 
     func append(_ line: String) {
-        all.withLock { $0.append(line) }
+        all.withLockedValue { $0.append(line) }
         lines.push(line)
     }
 
     /// Every line so far.
-    public var text: [String] { all.withLock { $0 } }
+    public var text: [String] { all.withLockedValue { $0 } }
 
     /// Waits for a line containing `text`, consuming the lines before it.
     @discardableResult

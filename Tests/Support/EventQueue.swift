@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// An unbounded FIFO that one consumer awaits with a timeout: how tests wait for events
 /// (frames, notifications, log lines) instead of sleeping.
@@ -10,12 +10,12 @@ public final class EventQueue<Element: Sendable>: Sendable {
         var nextWaiterID = 0
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     public init() {}
 
     public func push(_ item: Element) {
-        let waiter = state.withLock { state -> CheckedContinuation<Element?, Never>? in
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Element?, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter.continuation
@@ -39,7 +39,7 @@ public final class EventQueue<Element: Sendable>: Sendable {
     /// The next element, or nil when none arrives within `seconds`.
     public func nextIfAny(within seconds: Double) async -> Element? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Element?, Never>) in
-            let id = state.withLock { state -> Int? in
+            let id = state.withLockedValue { state -> Int? in
                 if !state.items.isEmpty {
                     continuation.resume(returning: state.items.removeFirst())
                     return nil
@@ -52,7 +52,7 @@ public final class EventQueue<Element: Sendable>: Sendable {
             guard let id else { return }
             Task {
                 try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
-                let expired = self.state.withLock { state -> CheckedContinuation<Element?, Never>? in
+                let expired = self.state.withLockedValue { state -> CheckedContinuation<Element?, Never>? in
                     guard let waiter = state.waiter, waiter.id == id else { return nil }
                     state.waiter = nil
                     return waiter.continuation
@@ -63,5 +63,5 @@ public final class EventQueue<Element: Sendable>: Sendable {
     }
 
     /// Elements queued and not yet taken.
-    public var count: Int { state.withLock { $0.items.count } }
+    public var count: Int { state.withLockedValue { $0.items.count } }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The real `postgres-websockets` executable, started as a child process with settings in
 /// its environment. Its log lines are read as they come, so tests can await a line.
@@ -115,7 +115,7 @@ public final class ServerProcess: @unchecked Sendable {
 }
 
 private final class LineLog: Sendable {
-    private let lines = Mutex<[String]>([])
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var text: String { lines.withLock { $0.joined(separator: "\n") } }
+    private let lines = NIOLockedValueBox<[String]>([])
+    func append(_ line: String) { lines.withLockedValue { $0.append(line) } }
+    var text: String { lines.withLockedValue { $0.joined(separator: "\n") } }
 }

@@ -2,10 +2,10 @@ import CLibPQ
 import Logging
 import NIOCore
 import NIOWebSocket
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import NIOConcurrencyHelpers
 #endif
 
 /// The one PostgreSQL session that LISTENs for the whole server.
@@ -51,7 +51,7 @@ public final class Listener: Sendable {
     private let logger: Logger
     private let onNotifications: @Sendable ([Notification]) -> Void
     private let isBackedUp: @Sendable () -> Bool
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let wake = WakeSignal()
 
     /// - Parameters:
@@ -81,25 +81,25 @@ public final class Listener: Sendable {
     }
 
     public func stop() {
-        state.withLock { $0.stopping = true }
+        state.withLockedValue { $0.stopping = true }
         wake.signal()
     }
 
     /// Whether the listener is connected and LISTENs every acquired channel.
-    public var isUp: Bool { state.withLock { $0.isUp } }
+    public var isUp: Bool { state.withLockedValue { $0.isUp } }
 
     /// Number of channels PostgreSQL has acknowledged LISTENing on.
-    public var listeningCount: Int { state.withLock { $0.confirmed.count } }
+    public var listeningCount: Int { state.withLockedValue { $0.confirmed.count } }
 
     /// Calls `observer` (on the listener thread) whenever the database goes up or down.
     public func observeStatus(_ observer: @escaping @Sendable (Bool) -> Void) {
-        state.withLock { $0.statusObservers.append(observer) }
+        state.withLockedValue { $0.statusObservers.append(observer) }
     }
 
     /// Returns once the listener is connected and LISTENs every acquired channel.
     public func waitUntilUp() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let isUp = state.withLock { state -> Bool in
+            let isUp = state.withLockedValue { state -> Bool in
                 if !state.isUp { state.upWaiters.append(continuation) }
                 return state.isUp
             }
@@ -111,7 +111,7 @@ public final class Listener: Sendable {
     /// them, or at once while the database is down (the channels are LISTENed on reconnect).
     public func acquire(_ names: [String], ready: @escaping @Sendable () -> Void) {
         let channels = names.map(ChannelKey.init)
-        let (isReady, needsSync) = state.withLock { state -> (Bool, Bool) in
+        let (isReady, needsSync) = state.withLockedValue { state -> (Bool, Bool) in
             var needsSync = false
             for channel in channels {
                 let count = state.wanted[channel, default: 0]
@@ -128,7 +128,7 @@ public final class Listener: Sendable {
 
     public func release(_ names: [String]) {
         let channels = names.map(ChannelKey.init)
-        let needsSync = state.withLock { state -> Bool in
+        let needsSync = state.withLockedValue { state -> Bool in
             var needsSync = false
             for channel in channels {
                 guard let count = state.wanted[channel] else { continue }
@@ -149,7 +149,7 @@ public final class Listener: Sendable {
     public func query(_ sql: String) async throws -> [String?] {
         try await withCheckedThrowingContinuation { continuation in
             let query = Query(sql: sql) { continuation.resume(with: $0.mapError { $0 as any Error }) }
-            let accepted = state.withLock { state -> Bool in
+            let accepted = state.withLockedValue { state -> Bool in
                 guard !state.stopping else { return false }
                 state.queries.append(query)
                 return true
@@ -173,7 +173,7 @@ public final class Listener: Sendable {
 
     /// What the connection must do next, given the channels it LISTENs on now.
     func nextWork(listening: Set<ChannelKey>) -> Work {
-        state.withLock { state in
+        state.withLockedValue { state in
             var work = Work(stopping: state.stopping)
             for channel in state.wanted.keys where !listening.contains(channel) {
                 work.listen.append(channel)
@@ -190,13 +190,13 @@ public final class Listener: Sendable {
         }
     }
 
-    var isStopping: Bool { state.withLock { $0.stopping } }
+    var isStopping: Bool { state.withLockedValue { $0.stopping } }
 
     /// Records what PostgreSQL acknowledged; when the connection is in sync with the
     /// acquired channels, the database counts as up.
     func confirm(listening: Set<ChannelKey>) {
         var upWaiters: [CheckedContinuation<Void, Never>] = []
-        let (ready, observers, cameUp) = state.withLock { state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
+        let (ready, observers, cameUp) = state.withLockedValue { state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
             state.confirmed = listening
             let inSync = state.wanted.keys.allSatisfy { listening.contains($0) }
             var cameUp = false
@@ -222,7 +222,7 @@ public final class Listener: Sendable {
 
     /// Forgets the lost connection's LISTENs and releases every waiting socket.
     func connectionLost() {
-        let (ready, queries, observers) = state.withLock { state -> ([Waiter], [Query], [@Sendable (Bool) -> Void]) in
+        let (ready, queries, observers) = state.withLockedValue { state -> ([Waiter], [Query], [@Sendable (Bool) -> Void]) in
             let wasUp = state.isUp
             state.isUp = false
             state.confirmed = []
@@ -238,7 +238,7 @@ public final class Listener: Sendable {
     }
 
     func failPendingQueries() {
-        let queries = state.withLock { state -> [Query] in
+        let queries = state.withLockedValue { state -> [Query] in
             defer { state.queries = [] }
             return state.queries
         }

@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import NIOConcurrencyHelpers
 
 /// Sends client messages to PostgreSQL as NOTIFYs, over `pool-size` connections.
 ///
@@ -88,7 +89,7 @@ public final class Notifier: Sendable {
     private func enqueue(_ message: OutgoingMessage, lane index: Int, counted: Bool) {
         let lane = lanes[abs(index % lanes.count)]
         queued.add(1, ordering: .relaxed)
-        lane.state.withLock { $0.messages.append(Lane.Entry(message: message, counted: counted)) }
+        lane.state.withLockedValue { $0.messages.append(Lane.Entry(message: message, counted: counted)) }
         lane.wake.signal()
     }
 
@@ -105,7 +106,7 @@ public final class Notifier: Sendable {
             /// this many are through, to find the culprit(s) without losing the rest.
             var isolateCount = 0
         }
-        let state = Mutex(State())
+        let state = NIOLockedValueBox(State())
         let wake = WakeSignal()
     }
 
@@ -114,7 +115,7 @@ public final class Notifier: Sendable {
         var backoff = Backoff()
         while true {
             let isStopping = stopping.load(ordering: .relaxed)
-            let isEmpty = lane.state.withLock { $0.messages.isEmpty }
+            let isEmpty = lane.state.withLockedValue { $0.messages.isEmpty }
             if isStopping && (isEmpty || !databaseUp.load(ordering: .relaxed)) { break }
             guard !isEmpty, databaseUp.load(ordering: .relaxed) else {
                 _ = lane.wake.wait(timeout: 1)
@@ -147,14 +148,14 @@ public final class Notifier: Sendable {
                     entries[0].message.sender?.messageRejected(reason: "rejected by PostgreSQL: \(error.message)")
                     complete(1, in: lane, isolating: isolating)
                 } else {
-                    lane.state.withLock { $0.isolateCount = max($0.isolateCount, entries.count) }
+                    lane.state.withLockedValue { $0.isolateCount = max($0.isolateCount, entries.count) }
                 }
             }
         }
     }
 
     private func takeBatch(_ lane: Lane) -> ([Lane.Entry], isolating: Bool) {
-        lane.state.withLock { state in
+        lane.state.withLockedValue { state in
             if state.isolateCount > 0 { return ([state.messages[0]], true) }
             var bytes = 0
             var notifications = 0
@@ -177,7 +178,7 @@ public final class Notifier: Sendable {
     }
 
     private func complete(_ count: Int, in lane: Lane, isolating: Bool) {
-        let counted = lane.state.withLock { state -> Int in
+        let counted = lane.state.withLockedValue { state -> Int in
             let done = state.messages[0..<count].filter(\.counted).count
             state.messages.removeFirst(count)
             if isolating { state.isolateCount -= count }

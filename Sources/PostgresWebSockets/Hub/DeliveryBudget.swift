@@ -1,4 +1,5 @@
 import Synchronization
+import NIOConcurrencyHelpers
 
 /// Bounds the frames handed to the event loops and not yet written to every socket.
 ///
@@ -8,7 +9,7 @@ import Synchronization
 final class DeliveryBudget: Sendable {
     let limit: Int
     private let inFlight = Atomic<Int>(0)
-    private let onRelease = Mutex<(@Sendable () -> Void)?>(nil)
+    private let onRelease = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     init(limit: Int) {
         self.limit = limit
@@ -20,7 +21,7 @@ final class DeliveryBudget: Sendable {
 
     /// Called (on an event loop) when the budget drops below half after being exhausted.
     func whenReleased(_ callback: @escaping @Sendable () -> Void) {
-        onRelease.withLock { $0 = callback }
+        onRelease.withLockedValue { $0 = callback }
     }
 
     func take(_ bytes: Int) {
@@ -31,7 +32,7 @@ final class DeliveryBudget: Sendable {
         let after = inFlight.subtract(bytes, ordering: .relaxed).newValue
         let threshold = limit / 2
         if after < threshold && after + bytes >= threshold {
-            onRelease.withLock { $0 }?()
+            onRelease.withLockedValue { $0 }?()
         }
     }
 }

@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The whole server: WebSocket front end, listener, notifier. Run it as a `Service` in a
 /// `ServiceGroup`, or `start()` and `shutdown()` it directly (as the tests do).
@@ -11,7 +11,7 @@ public final class Bridge: Service, Sendable {
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let server: ServerContext
-    private let channel = Mutex<(any Channel)?>(nil)
+    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
 
     public init(configuration: Configuration, logger: Logger, eventLoopThreads: Int = System.coreCount) throws(ConfigurationError) {
         self.configuration = configuration
@@ -37,7 +37,7 @@ public final class Bridge: Service, Sendable {
 
     /// The port the server listens on, once started.
     public var port: Int? {
-        channel.withLock { $0?.localAddress?.port }
+        channel.withLockedValue { $0?.localAddress?.port }
     }
 
     /// Starts the database threads and binds the listening socket. Returns the bound port.
@@ -55,7 +55,7 @@ public final class Bridge: Service, Sendable {
             await stopBackground()
             throw error
         }
-        channel.withLock { $0 = bound }
+        channel.withLockedValue { $0 = bound }
         let port = bound.localAddress?.port ?? config.port
         logger.notice(
             "postgres-websockets listening",
@@ -77,7 +77,7 @@ public final class Bridge: Service, Sendable {
     /// PostgreSQL, and stops. Bounded by about 8 seconds in all.
     public func shutdown() async {
         logger.notice("shutting down")
-        let listening = channel.withLock { channel -> (any Channel)? in
+        let listening = channel.withLockedValue { channel -> (any Channel)? in
             defer { channel = nil }
             return channel
         }
