@@ -133,4 +133,58 @@ import Testing
             #expect(try JSONParser.parse(try await reader.nextText())["payload"] == .string("still open"))
         }
     }
+
+    /// A silent network cut: the listener's backend is frozen (SIGSTOP), so the socket stays
+    /// open but nothing answers. The liveness probe notices and the listener reconnects.
+    @Test func unansweringListenerIsReplaced() async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try await TestServer.with(databaseURI: cluster.uri) { server in
+            let db = try TestDatabase(uri: cluster.uri)
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let listener = try #require(
+                try await db.query(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'"
+                ).first?.first.flatMap { $0.flatMap { Int32($0) } })
+            kill(listener, SIGSTOP)
+            defer { kill(listener, SIGCONT) }
+            let lost = try await server.log.waitForLine(containing: "database connection lost")
+            #expect(lost.contains("no answer from PostgreSQL"))
+            try await server.log.waitForLine(containing: "database connection restored")
+            try await server.waitUntilDatabaseUp()
+            try await db.notify(channel, "after the cut")
+            #expect(try await reader.nextText() == "after the cut")
+        }
+    }
+
+    /// The connections that send client messages are killed while messages flow: every
+    /// message still arrives, in order (a batch caught mid-commit may arrive twice).
+    @Test func notifierConnectionLossLosesNothing() async throws {
+        let cluster = try TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try await TestServer.with(databaseURI: cluster.uri) { server in
+            let db = try TestDatabase(uri: cluster.uri)
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let writer = try await server.connect(channel: channel, mode: "w")
+            let count = 400
+            for i in 0..<count {
+                try await writer.send(text: "n\(i)")
+                if i == 100 || i == 250 {
+                    try await db.query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets notifier'")
+                }
+            }
+            var seen: [String] = []
+            while Set(seen).count < count {
+                let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
+                let payload = try #require(envelope["payload"]?.stringValue)
+                if !seen.contains(payload) { seen.append(payload) }
+            }
+            #expect(seen == (0..<count).map { "n\($0)" })
+            // The kills did hit batches: they failed and were sent again.
+            #expect(server.log.text.contains { $0.contains("NOTIFY batch failed, will retry") })
+        }
+    }
 }
