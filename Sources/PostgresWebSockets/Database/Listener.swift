@@ -37,6 +37,9 @@ public final class Listener: Sendable {
 
     private struct State {
         var wanted: [ChannelKey: Int] = [:]
+        /// Channels whose reference count went to or from zero since the connection last
+        /// looked: the only ones that may need a LISTEN or UNLISTEN.
+        var dirty: Set<ChannelKey> = []
         /// Channels PostgreSQL has acknowledged on the current connection.
         var confirmed: Set<ChannelKey> = []
         var waiters: [Waiter] = []
@@ -116,7 +119,10 @@ public final class Listener: Sendable {
             for channel in channels {
                 let count = state.wanted[channel, default: 0]
                 state.wanted[channel] = count + 1
-                if count == 0 && !state.confirmed.contains(channel) { needsSync = true }
+                if count == 0 {
+                    state.dirty.insert(channel)
+                    needsSync = true
+                }
             }
             let isReady = !state.isUp || channels.allSatisfy { state.confirmed.contains($0) }
             if !isReady { state.waiters.append(Waiter(channels: channels, ready: ready)) }
@@ -134,6 +140,7 @@ public final class Listener: Sendable {
                 guard let count = state.wanted[channel] else { continue }
                 if count <= 1 {
                     state.wanted[channel] = nil
+                    state.dirty.insert(channel)
                     needsSync = true
                 } else {
                     state.wanted[channel] = count - 1
@@ -171,23 +178,29 @@ public final class Listener: Sendable {
         var stopping = false
     }
 
-    /// What the connection must do next, given the channels it LISTENs on now.
+    /// What the connection must do next, given the channels it LISTENs on now. Looks only
+    /// at channels that changed, so its cost does not grow with the channels in use.
     func nextWork(listening: Set<ChannelKey>) -> Work {
         state.withLockedValue { state in
             var work = Work(stopping: state.stopping)
-            for channel in state.wanted.keys where !listening.contains(channel) {
-                work.listen.append(channel)
-                if work.listen.count == Self.maxChannelCommands { break }
-            }
-            for channel in listening where state.wanted[channel] == nil {
-                if work.listen.count + work.unlisten.count == Self.maxChannelCommands { break }
-                work.unlisten.append(channel)
+            while work.listen.count + work.unlisten.count < Self.maxChannelCommands, let channel = state.dirty.popFirst() {
+                let wanted = state.wanted[channel] != nil
+                if wanted && !listening.contains(channel) {
+                    work.listen.append(channel)
+                } else if !wanted && listening.contains(channel) {
+                    work.unlisten.append(channel)
+                }
             }
             if work.listen.isEmpty && work.unlisten.isEmpty && state.isUp && !state.queries.isEmpty {
                 work.query = state.queries.removeFirst()
             }
             return work
         }
+    }
+
+    /// A new connection LISTENs on nothing yet: every channel in use needs a LISTEN.
+    func connectionOpened() {
+        state.withLockedValue { $0.dirty = Set($0.wanted.keys) }
     }
 
     var isStopping: Bool { state.withLockedValue { $0.stopping } }
@@ -198,7 +211,7 @@ public final class Listener: Sendable {
         var upWaiters: [CheckedContinuation<Void, Never>] = []
         let (ready, observers, cameUp) = state.withLockedValue { state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
             state.confirmed = listening
-            let inSync = state.wanted.keys.allSatisfy { listening.contains($0) }
+            let inSync = state.dirty.isEmpty
             var cameUp = false
             if inSync && !state.isUp {
                 state.isUp = true

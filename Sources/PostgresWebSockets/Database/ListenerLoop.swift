@@ -54,6 +54,7 @@ struct ListenerLoop {
             listening = []
             inFlight = nil
             needsConfirm = true
+            listener.connectionOpened()
             lastInput = monotonicSeconds()
             backoff.reset()
             if let start = outageStart {
@@ -212,6 +213,8 @@ struct ListenerLoop {
         case .sync(let listen, let unlisten):
             listening.formUnion(listen)
             listening.subtract(unlisten)
+            // Sockets waiting for these channels may open now, before any further round trip.
+            listener.confirm(listening: listening)
             needsConfirm = true
             listener.log.debug("LISTEN set updated", metadata: ["listen": "\(listen.count)", "unlisten": "\(unlisten.count)"])
         case .probe:
