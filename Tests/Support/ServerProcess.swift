@@ -56,6 +56,7 @@ public final class ServerProcess: @unchecked Sendable {
             }
         }
         try process.run()
+        Self.killWhenOrphaned(child: process.processIdentifier)
         if waitForListening {
             let line = try await waitForLine(containing: "postgres-websockets listening", timeout: 30)
             guard let range = line.range(of: "port=") else { throw WaitTimeout(what: "port in log line: \(line)") }
@@ -65,6 +66,21 @@ public final class ServerProcess: @unchecked Sendable {
 
     deinit {
         if process.isRunning { process.terminate() }
+    }
+
+    /// A crashed or killed test run must not leave servers behind: a watchdog shell kills the
+    /// child once this process is gone (and ends by itself when the child ends first).
+    private static func killWhenOrphaned(child: Int32) {
+        let watchdog = Process()
+        watchdog.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        watchdog.arguments = [
+            "/bin/sh", "-c",
+            "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(child) 2>/dev/null; do sleep 1; done; kill -KILL \(child) 2>/dev/null",
+        ]
+        watchdog.standardInput = FileHandle.nullDevice
+        watchdog.standardOutput = FileHandle.nullDevice
+        watchdog.standardError = FileHandle.nullDevice
+        _ = try? watchdog.run()
     }
 
     public var pid: Int32 { process.processIdentifier }
