@@ -13,7 +13,7 @@ import Testing
     ]
 
     @Test func onlyQuotedListenAndParameterizedNotifyReachPostgres() async throws {
-        let cluster = try TemporaryPostgres.start(settings: ["log_statement=all", "log_line_prefix='%a|'"])
+        let cluster = try await TemporaryPostgres.start(settings: ["log_statement=all", "log_line_prefix='%a|'"])
         defer { cluster.stop() }
         let admin = try TestDatabase(uri: cluster.uri)
         try await admin.query("CREATE TABLE canary (id int)")

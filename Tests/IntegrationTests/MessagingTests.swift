@@ -246,4 +246,19 @@ import Testing
             #expect(refusal.status == 403)
         }
     }
+
+    /// The last socket of a channel leaves (UNLISTEN goes out) while the next one arrives:
+    /// the newcomer must not be told "open" before the channel is LISTENed again.
+    @Test func socketArrivingDuringUnlistenStillReceives() async throws {
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            var client = try await server.connect(channel: channel, mode: "r")
+            for i in 0..<300 {
+                try await db.notify(channel, "n\(i)")
+                #expect(try await client.nextText(timeout: 5) == "n\(i)")
+                await client.disconnect()
+                client = try await server.connect(channel: channel, mode: "r")
+            }
+        }
+    }
 }

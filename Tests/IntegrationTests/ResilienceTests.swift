@@ -7,9 +7,9 @@ import Testing
 /// has a cluster of its own, so nothing else notices.
 @Suite struct ResilienceTests {
     @Test func startsWithoutDatabaseAndServesOnceItIsUp() async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
-        try cluster.stopServer()
+        try await cluster.stopServer()
         try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false) { server in
             let unavailable = try await HTTPGet.fetch(port: server.port, path: "/health")
             #expect(unavailable.status == 503)
@@ -21,7 +21,7 @@ import Testing
             for i in 0..<3 { try await writer.send(text: "queued-\(i)") }
 
             try await server.log.waitForLine(containing: "database unavailable")
-            try cluster.startServerAgain()
+            try await cluster.startServerAgain()
             try await server.log.waitForLine(containing: "database connection restored", timeout: 30)
             // One warning for the whole outage, however many retries it took.
             #expect(server.log.text.filter { $0.contains("database unavailable") }.count == 1)
@@ -40,7 +40,7 @@ import Testing
     }
 
     @Test func listenerRecoversAfterItsBackendIsTerminated() async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         try await TestServer.with(databaseURI: cluster.uri) { server in
             let db = try TestDatabase(uri: cluster.uri)
@@ -67,18 +67,18 @@ import Testing
 
     @Test(arguments: ["fast", "immediate"])
     func postgresRestartLosesNoClientMessage(mode: String) async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         try await TestServer.with(databaseURI: cluster.uri) { server in
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")
             let writer = try await server.connect(channel: channel, mode: "w")
-            try cluster.stopServer(mode: mode)
+            try await cluster.stopServer(mode: mode)
             try await server.log.waitForLine(containing: "database connection lost")
             let unavailable = try await HTTPGet.fetch(port: server.port, path: "/health")
             #expect(unavailable.status == 503)
             for i in 0..<50 { try await writer.send(text: "during-\(i)") }
-            try cluster.startServerAgain()
+            try await cluster.startServerAgain()
             try await server.log.waitForLine(containing: "database connection restored", timeout: 30)
             for i in 0..<50 {
                 let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
@@ -91,9 +91,9 @@ import Testing
     }
 
     @Test func fullQueueClosesTheSenderWith1013() async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
-        try cluster.stopServer()
+        try await cluster.stopServer()
         try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false, { $0.maxPendingMessages = 5 }) { server in
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")
@@ -102,7 +102,7 @@ import Testing
             let close = try await writer.nextClose()
             #expect(close.code == 1013)
             #expect(close.reason == "database unavailable")
-            try cluster.startServerAgain()
+            try await cluster.startServerAgain()
             for i in 0..<5 {
                 let envelope = try JSONParser.parse(try await reader.nextText(timeout: 30))
                 #expect(envelope["payload"] == .string("m\(i)"))
@@ -112,7 +112,7 @@ import Testing
     }
 
     @Test func messageRejectedByPostgresClosesOnlyItsSender() async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         let admin = try TestDatabase(uri: cluster.uri)
         try await admin.query("CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
@@ -137,7 +137,7 @@ import Testing
     /// A silent network cut: the listener's backend is frozen (SIGSTOP), so the socket stays
     /// open but nothing answers. The liveness probe notices and the listener reconnects.
     @Test func unansweringListenerIsReplaced() async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         try await TestServer.with(databaseURI: cluster.uri) { server in
             let db = try TestDatabase(uri: cluster.uri)
@@ -161,7 +161,7 @@ import Testing
     /// The connections that send client messages are killed while messages flow: every
     /// message still arrives, in order (a batch caught mid-commit may arrive twice).
     @Test func notifierConnectionLossLosesNothing() async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         try await TestServer.with(databaseURI: cluster.uri) { server in
             let db = try TestDatabase(uri: cluster.uri)

@@ -7,7 +7,7 @@ import Testing
 @Suite struct ShutdownTests {
     @Test(arguments: [SIGTERM, SIGINT])
     func signalClosesSocketsFlushesQueueAndExitsZero(signal: Int32) async throws {
-        let cluster = try TemporaryPostgres.start()
+        let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         let channel = uniqueChannel()
         let db = try TestDatabase(uri: cluster.uri)

@@ -21,7 +21,7 @@ public final class TemporaryPostgres: @unchecked Sendable {
     private static let shared: (uri: String, cluster: TemporaryPostgres?) = {
         if let uri = ProcessInfo.processInfo.environment["PGWS_TEST_DB_URI"], !uri.isEmpty { return (uri, nil) }
         do {
-            let cluster = try TemporaryPostgres.start()
+            let cluster = try TemporaryPostgres.startBlocking()
             return (cluster.uri, cluster)
         } catch {
             fatalError("cannot start a throwaway PostgreSQL: \(error)")
@@ -38,15 +38,21 @@ public final class TemporaryPostgres: @unchecked Sendable {
     }
 
     deinit {
-        stop()
+        stopBlocking()
     }
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
     }
 
-    /// Starts a cluster; `settings` are extra `name=value` server settings.
-    public static func start(settings: [String] = []) throws -> TemporaryPostgres {
+    /// Starts a cluster; `settings` are extra `name=value` server settings. initdb and
+    /// pg_ctl run on a Dispatch thread: blocking Swift's few cooperative threads for seconds
+    /// would stall every other test's timers.
+    public static func start(settings: [String] = []) async throws -> TemporaryPostgres {
+        try await offloaded { try startBlocking(settings: settings) }
+    }
+
+    static func startBlocking(settings: [String] = []) throws -> TemporaryPostgres {
         let bin = try findBinDirectory()
         let directory = try makeTemporaryDirectory()
         let dataDirectory = directory + "/data"
@@ -87,16 +93,28 @@ public final class TemporaryPostgres: @unchecked Sendable {
     }
 
     /// Stops the server (mode: smart, fast or immediate). The data folder stays for `restart`.
-    public func stopServer(mode: String = "fast") throws {
-        try Self.run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", mode, "-w", "stop"], asPostgres: true)
+    public func stopServer(mode: String = "fast") async throws {
+        _ = try await Self.offloaded {
+            try Self.run(self.binDirectory + "/pg_ctl", ["-D", self.dataDirectory, "-m", mode, "-w", "stop"], asPostgres: true)
+        }
     }
 
-    public func startServerAgain() throws {
-        try startServer()
+    public func startServerAgain() async throws {
+        try await Self.offloaded { try self.startServer() }
     }
 
-    /// Stops the cluster and deletes its folder.
+    /// Stops the cluster and deletes its folder, in the background: callable from `defer`.
     public func stop() {
+        DispatchQueue.global().async { self.stopBlocking() }
+    }
+
+    private static func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    private func stopBlocking() {
         lock.lock()
         defer { lock.unlock() }
         guard !stopped else { return }

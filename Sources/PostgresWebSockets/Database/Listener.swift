@@ -116,15 +116,19 @@ public final class Listener: Sendable {
         let channels = names.map(ChannelKey.init)
         let (isReady, needsSync) = state.withLockedValue { state -> (Bool, Bool) in
             var needsSync = false
+            var firstReference = false
             for channel in channels {
                 let count = state.wanted[channel, default: 0]
                 state.wanted[channel] = count + 1
                 if count == 0 {
                     state.dirty.insert(channel)
                     needsSync = true
+                    firstReference = true
                 }
             }
-            let isReady = !state.isUp || channels.allSatisfy { state.confirmed.contains($0) }
+            // A channel nobody held may be on its way out (UNLISTEN sent, not yet answered):
+            // its socket waits for the listener to look at it again.
+            let isReady = !state.isUp || (!firstReference && channels.allSatisfy { state.confirmed.contains($0) })
             if !isReady { state.waiters.append(Waiter(channels: channels, ready: ready)) }
             return (isReady, needsSync)
         }
@@ -176,6 +180,9 @@ public final class Listener: Sendable {
         var unlisten: [ChannelKey] = []
         var query: Query? = nil
         var stopping = false
+        /// Changed channels that needed no command (acquired again before their UNLISTEN):
+        /// sockets waiting for them can be told now.
+        var settled = false
     }
 
     /// What the connection must do next, given the channels it LISTENs on now. Looks only
@@ -189,6 +196,8 @@ public final class Listener: Sendable {
                     work.listen.append(channel)
                 } else if !wanted && listening.contains(channel) {
                     work.unlisten.append(channel)
+                } else {
+                    work.settled = true
                 }
             }
             if work.listen.isEmpty && work.unlisten.isEmpty && state.isUp && !state.queries.isEmpty {

@@ -157,7 +157,7 @@ struct ListenerLoop {
             send(conn, sql, as: .sync(listen: work.listen, unlisten: work.unlisten))
         } else if let query = work.query {
             send(conn, query.sql, as: .query(query, rows: []))
-        } else if needsConfirm {
+        } else if needsConfirm || work.settled {
             needsConfirm = false
             listener.confirm(listening: listening)
         }
