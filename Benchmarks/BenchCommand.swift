@@ -80,6 +80,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "ingest: 'one' channel for all writers or 'each' writer its own.")
     var ingestChannels = "one"
 
+    @Option(help: "ingest: the second run's bound on each writer's messages not yet seen by the listener (0: no second run).")
+    var ingestWindow = 100
+
     @Option(help: "ingest: one-notify-per-transaction statements of the PostgreSQL baseline.")
     var baselineNotifies: Int? = nil
 
@@ -109,6 +112,7 @@ struct RunCommand: AsyncParsableCommand {
         guard ["one", "each"].contains(ingestChannels) else { throw ValidationError("--ingest-channels: one or each") }
         guard (1...2).contains(clientThreads) else { throw ValidationError("--client-threads: 1 or 2") }
         guard socketsPerWorker >= 1 && socketsPerWorker <= 9500 else { throw ValidationError("--sockets-per-worker: 1...9500") }
+        guard ingestWindow >= 0 else { throw ValidationError("--ingest-window: 0 or more") }
         guard messageSize >= 40 && messageSize < 7000 else { throw ValidationError("--message-size: 40...6999") }
         if let only { _ = try selectedScenarios(only) }
     }
@@ -135,7 +139,7 @@ struct RunCommand: AsyncParsableCommand {
             rate: rate, duration: duration ?? (quick ? 1 : 5), burst: burst ?? (quick ? 200 : 1000), batch: batch,
             payloads: payloads.split(separator: ",").compactMap { Int($0) },
             writers: writers ?? (quick ? 10 : 50), messages: messages ?? (quick ? 300 : 2000), messageSize: messageSize,
-            ingestChannelEach: ingestChannels == "each",
+            ingestChannelEach: ingestChannels == "each", ingestWindow: ingestWindow,
             baselineNotifies: baselineNotifies ?? (quick ? 1000 : 5000),
             idleSockets: idleSockets ?? (quick ? 500 : 10_000), channels: channels ?? (quick ? 500 : 10_000),
             socketsPerWorker: socketsPerWorker, clientThreads: clientThreads,
@@ -206,6 +210,7 @@ struct BenchSizes: Sendable {
     var messages: Int
     var messageSize: Int
     var ingestChannelEach: Bool
+    var ingestWindow: Int
     var baselineNotifies: Int
     var idleSockets: Int
     var channels: Int
@@ -222,7 +227,7 @@ struct BenchSizes: Sendable {
             "latency_sockets": String(latencySockets), "rate": String(rate), "duration": String(duration),
             "burst": String(burst), "batch": String(batch), "payloads": payloads.map(String.init).joined(separator: ","),
             "writers": String(writers), "messages": String(messages), "message_size": String(messageSize),
-            "ingest_channels": ingestChannelEach ? "each" : "one", "baseline_notifies": String(baselineNotifies),
+            "ingest_channels": ingestChannelEach ? "each" : "one", "ingest_window": String(ingestWindow), "baseline_notifies": String(baselineNotifies),
             "idle_sockets": String(idleSockets), "channels": String(channels),
             "sockets_per_worker": String(socketsPerWorker), "client_threads": String(clientThreads),
             "handshake_concurrency": String(handshakeConcurrency), "stall_timeout": String(stallSeconds),

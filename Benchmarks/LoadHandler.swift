@@ -43,6 +43,7 @@ final class LoadHandler: ChannelInboundHandler {
     private var writeTotal = 0
     private var written = 0
     private var writing = false
+    private var window: WriterWindow? = nil
 
     init(
         index: Int, host: String, port: Int, path: String, stats: LoopStats, handshake: EventLoopPromise<Int64>,
@@ -280,10 +281,13 @@ final class LoadHandler: ChannelInboundHandler {
 
     /// Sends `total` text messages as fast as the socket takes them: 64 frames per write,
     /// then a turn for the loop's other sockets, pausing while the channel is not writable.
-    func startWriting(total: Int) {
+    /// With a `window`, also pausing (re-checking every 200 µs) while `window.size` of this
+    /// writer's messages have not reached PostgreSQL yet.
+    func startWriting(total: Int, window: WriterWindow?) {
         writeTotal = total
         written = 0
         writing = true
+        self.window = window
         pump()
     }
 
@@ -291,18 +295,25 @@ final class LoadHandler: ChannelInboundHandler {
         guard writing, state == .open, let context else { return }
         var buffer = context.channel.allocator.buffer(capacity: 64 * (messageSize + 16))
         var batch = 0
+        var held = false
         while written < writeTotal && batch < 64 {
+            if let window, !window.allows(index, sent: written) {
+                held = true
+                break
+            }
             let text = Payload.writer(id: index, seq: written, sentMicros: Clock.wallMicros(), size: messageSize)
             appendFrame(opcode: 0x1, payload: text.utf8, into: &buffer)
             written += 1
             batch += 1
         }
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if batch > 0 { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
         guard written < writeTotal else {
             writing = false
             return
         }
-        if context.channel.isWritable {
+        if held {
+            context.eventLoop.assumeIsolated().scheduleTask(in: .microseconds(200)) { self.pump() }
+        } else if context.channel.isWritable {
             context.eventLoop.assumeIsolated().execute { self.pump() }
         }
     }

@@ -61,6 +61,7 @@ final class StreamSink: NotificationSink {
 final class IngestSink: NotificationSink {
     let writers: Int
     private let channelFor: (Int) -> String
+    private let window: WriterWindow?
     private var nextSeq: [Int]
     private var counts: [Int]
     private(set) var latency = Histogram()
@@ -75,8 +76,9 @@ final class IngestSink: NotificationSink {
     private static let head = Array(#"{"event":"WebsocketMessage","channel":""#.utf8)
     private static let payloadKey = Array(#""payload":""#.utf8)
 
-    init(writers: Int, channelFor: @escaping (Int) -> String) {
+    init(writers: Int, window: WriterWindow?, channelFor: @escaping (Int) -> String) {
         self.writers = writers
+        self.window = window
         self.channelFor = channelFor
         nextSeq = Array(repeating: 0, count: writers)
         counts = Array(repeating: 0, count: writers)
@@ -96,6 +98,7 @@ final class IngestSink: NotificationSink {
         if total % 1000 == 0 && !validates(payload, writer: writer) { return }
         total += 1
         counts[writer] += 1
+        window?.delivered(writer, count: counts[writer])
         envelopeBytes += payload.count
         if fields.seq != nextSeq[writer] {
             if fields.seq < nextSeq[writer] { duplicates += 1 } else { gaps += fields.seq - nextSeq[writer] }

@@ -2,6 +2,7 @@ import BridgeTestSupport
 import NIOCore
 import NIOPosix
 import PostgresWebSockets
+import Synchronization
 
 /// The load sockets of one process: opens them with a bounded number of handshakes in
 /// flight, waits for a phase's frames, checks every socket's count and order, closes them.
@@ -11,6 +12,7 @@ final class SocketFleet: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let loops: [NIOLoopBoundBox<LoopStats>]
     private let tokens: [String]
+    private let isShutDown = Atomic<Bool>(false)
 
     /// Mints the tokens up front, so opening measures only the handshakes.
     init(spec: FleetSpec) {
@@ -96,6 +98,7 @@ final class SocketFleet: Sendable {
 
     private func onEveryLoop<T: Sendable>(_ body: @escaping @Sendable (LoopStats) -> T) async -> [T] {
         var results: [T] = []
+        guard !isShutDown.load(ordering: .acquiring) else { return results }
         for box in loops {
             if let value = try? await box.eventLoop.submit({ body(box.value) }).get() {
                 results.append(value)
@@ -138,10 +141,10 @@ final class SocketFleet: Sendable {
         return report
     }
 
-    /// Writers: every socket sends `count` messages as fast as it can.
-    func startWriting(count: Int) async {
+    /// Writers: every socket sends `count` messages as fast as it can (within `window`).
+    func startWriting(count: Int, window: WriterWindow? = nil) async {
         _ = await onEveryLoop { stats in
-            for socket in stats.sockets { socket.startWriting(total: count) }
+            for socket in stats.sockets { socket.startWriting(total: count, window: window) }
         }
     }
 
@@ -174,11 +177,13 @@ final class SocketFleet: Sendable {
         return report
     }
 
-    /// Drops whatever is still connected and stops the event loops.
+    /// Drops whatever is still connected and stops the event loops. Once; later calls and
+    /// later requests to the loops do nothing.
     func shutdown() async {
         _ = await onEveryLoop { stats in
             for socket in stats.sockets { socket.abort() }
         }
+        guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
         try? await group.shutdownGracefully()
     }
 }
