@@ -47,6 +47,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The server's PGWS_POOL_SIZE.")
     var poolSize = 2
 
+    @Option(name: .customLong("server-env"), help: "Extra KEY=VALUE for the server's environment (repeatable; for experiments).")
+    var serverEnvironment: [String] = []
+
     @Option(help: "fanout: sockets on the one channel (default 5000; up to 19000).")
     var sockets: Int? = nil
 
@@ -115,6 +118,9 @@ struct RunCommand: AsyncParsableCommand {
         guard ingestWindow >= 0 else { throw ValidationError("--ingest-window: 0 or more") }
         guard messageSize >= 40 && messageSize < 7000 else { throw ValidationError("--message-size: 40...6999") }
         if let only { _ = try selectedScenarios(only) }
+        for entry in serverEnvironment where !entry.contains("=") {
+            throw ValidationError("--server-env: KEY=VALUE, not '\(entry)'")
+        }
     }
 
     private func selectedScenarios(_ list: String) throws -> [Scenario] {
@@ -158,8 +164,14 @@ struct RunCommand: AsyncParsableCommand {
             cluster = try TemporaryPostgres.start()
             databaseURI = cluster!.uri
         }
+        var extra: [String: String] = [:]
+        for entry in serverEnvironment {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            extra[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
         let context = BenchContext(
-            sizes: sizes, databaseURI: databaseURI, serverExecutable: server, selfExecutable: Self.selfExecutable())
+            sizes: sizes, databaseURI: databaseURI, serverExecutable: server, serverEnvironment: extra,
+            selfExecutable: Self.selfExecutable())
         say("pgws-bench: \(scenarios.map(\.rawValue).joined(separator: ", ")) on \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadBefore)\(quick ? " (quick)" : "")")
         let started = Clock.monotonic()
         for scenario in scenarios {
@@ -183,7 +195,9 @@ struct RunCommand: AsyncParsableCommand {
             "postgresql": context.postgresVersion ?? "?",
         ]
         if let host = ProcessInfo.processInfo.environment["HOSTNAME"] { machine["host"] = host }
-        try report.write(to: json, machine: machine, options: sizes.dictionary)
+        var options = sizes.dictionary
+        options["server_env"] = serverEnvironment.joined(separator: " ")
+        try report.write(to: json, machine: machine, options: options)
         say("\nwrote \(json)")
         if !report.failures.isEmpty {
             throw ExitCode(1)

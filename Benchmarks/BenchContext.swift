@@ -7,6 +7,7 @@ final class BenchContext {
     let sizes: BenchSizes
     let databaseURI: String
     let serverExecutable: String
+    let serverEnvironment: [String: String]
     let selfExecutable: String
     let report = Report()
     /// Channel names carry a per-run tag, so runs on a shared database never mix.
@@ -16,10 +17,14 @@ final class BenchContext {
     /// p50/p99 (µs) of fan-out streams, by `streamKey`, for the baseline's overhead rows.
     var fanoutLatency: [String: (label: String, p50: Double, p99: Double)] = [:]
 
-    init(sizes: BenchSizes, databaseURI: String, serverExecutable: String, selfExecutable: String) {
+    init(
+        sizes: BenchSizes, databaseURI: String, serverExecutable: String, serverEnvironment: [String: String],
+        selfExecutable: String
+    ) {
         self.sizes = sizes
         self.databaseURI = databaseURI
         self.serverExecutable = serverExecutable
+        self.serverEnvironment = serverEnvironment
         self.selfExecutable = selfExecutable
         runTag = "b" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         postgresVersion = (try? PGSession(uri: databaseURI).exec("SHOW server_version").first?.first ?? nil) ?? nil
@@ -52,7 +57,7 @@ final class BenchContext {
     /// complained about, and stops it.
     func withServer<T>(_ scenario: String, _ body: (BenchServer) async throws -> T) async throws -> T {
         let server = try await BenchServer.start(
-            executable: serverExecutable, databaseURI: databaseURI, poolSize: sizes.poolSize)
+            executable: serverExecutable, databaseURI: databaseURI, poolSize: sizes.poolSize, extra: serverEnvironment)
         let result: T
         do {
             result = try await body(server)
@@ -105,18 +110,22 @@ final class BenchContext {
     /// socket got every NOTIFY (or its `perSocket` share) exactly once and in order.
     func measure(
         _ stream: NotifyStream, fleet: WorkerFleet, server: BenchServer, label: String, perSocket: Int? = nil
-    ) async throws -> (sent: SendReport, received: PhaseReport, cpuSeconds: Double?) {
+    ) async throws -> (sent: SendReport, received: PhaseReport, cpuSeconds: Double?, clientCPUSeconds: Double?) {
         let cpuBefore = server.cpuSeconds
+        let clientBefore = fleet.cpuSeconds
         let sent = try await NotifySender.send(stream, uri: databaseURI)
         let received = try await fleet.collect(
             phase: stream.phase, expected: perSocket ?? stream.count, stallSeconds: sizes.stallSeconds)
         let cpuAfter = server.cpuSeconds
+        let clientAfter = fleet.cpuSeconds
         try server.checkAlive("during \(label)")
         guard received.isClean else { throw BenchFailure("\(label): \(received.problems)") }
         if received.latency.negatives > 0 {
             report.note("\(label): \(received.latency.negatives) negative latencies (wall clock stepped?), counted as 0")
         }
-        return (sent, received, both(cpuBefore, cpuAfter).map { $1 - $0 })
+        return (
+            sent, received, both(cpuBefore, cpuAfter).map { $1 - $0 }, both(clientBefore, clientAfter).map { $1 - $0 }
+        )
     }
 }
 

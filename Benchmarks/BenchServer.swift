@@ -9,8 +9,10 @@ final class BenchServer: Sendable {
     let port: Int
     let pid: Int32
 
-    static func start(executable: String, databaseURI: String, poolSize: Int) async throws -> BenchServer {
-        let environment = [
+    static func start(
+        executable: String, databaseURI: String, poolSize: Int, extra: [String: String] = [:]
+    ) async throws -> BenchServer {
+        var environment = [
             "PGWS_DB_URI": databaseURI,
             "PGWS_JWT_SECRET": TestTokens.secret,
             "PGWS_HOST": "127.0.0.1",
@@ -19,6 +21,7 @@ final class BenchServer: Sendable {
             "PGWS_LOG_LEVEL": "notice",
             "PGWS_POOL_SIZE": String(poolSize),
         ]
+        environment.merge(extra) { $1 }
         let process = try await ServerProcess(environment: environment, executable: executable)
         ChildProcesses.shared.add(process.pid)
         let server = BenchServer(process: process)

@@ -44,9 +44,10 @@ extension BenchContext {
                     kind: .rate(perSecond: s.rate))
                 let label = "64 B @\(Int(s.rate))/s × \(Report.grouped(s.latencySockets))"
                 say("  fanout latency row \(label)")
-                let (sent, received, _) = try await measure(stream, fleet: fleet, server: server, label: label)
+                let (sent, received, cpu, clientCPU) = try await measure(stream, fleet: fleet, server: server, label: label)
                 let method = Self.latencyMethod
-                let workload = workloadText(stream, sockets: received.sockets, sent: sent)
+                let workload = workloadText(
+                    stream, sockets: received.sockets, sent: sent, received: received, serverCPU: cpu, clientCPU: clientCPU)
                 let last = received.lastSocketLatencies
                 let strict = s.rate == 100 && s.latencySockets == 1000
                 report.add("fanout", "latency row \(label): to each socket p50", ms(received.latency.percentile(50)), "ms",
@@ -58,6 +59,9 @@ extension BenchContext {
                            target: strict ? .below(1) : nil, method: Self.lastSocketMethod, workload: workload)
                 report.add("fanout", "latency row \(label): to last socket p99", ms(exactPercentile(last, 99)), "ms",
                            target: strict ? .below(5) : nil, method: Self.lastSocketMethod, workload: workload)
+                report.add("fanout", "latency row \(label): server CPU per 1M deliveries",
+                           cpu.map { $0 / Double(received.frames) * 1e6 }, "s", target: .atMost(2), method: Self.cpuMethod,
+                           workload: workload)
                 if let p50 = received.latency.percentile(50), let p99 = received.latency.percentile(99) {
                     fanoutLatency["row"] = (label, p50, p99)
                 }
@@ -70,9 +74,9 @@ extension BenchContext {
     private func fanoutFigures(
         _ stream: NotifyStream, label: String, fleet: WorkerFleet, server: BenchServer
     ) async throws -> (p50: Double, p99: Double)? {
-        let (sent, received, cpu) = try await measure(stream, fleet: fleet, server: server, label: label)
+        let (sent, received, cpu, clientCPU) = try await measure(stream, fleet: fleet, server: server, label: label)
         let last = received.lastSocketLatencies
-        let workload = workloadText(stream, sockets: received.sockets, sent: sent)
+        let workload = workloadText(stream, sockets: received.sockets, sent: sent, received: received, serverCPU: cpu, clientCPU: clientCPU)
         report.add("fanout", "\(label): deliveries/s", received.rate(since: sent.firstSend), "/s",
                    method: "frames received by all sockets / (last frame received - first statement sent)", workload: workload)
         report.add("fanout", "\(label): latency p50", ms(received.latency.percentile(50)), "ms", method: Self.latencyMethod, workload: workload)
@@ -86,11 +90,21 @@ extension BenchContext {
         return both(received.latency.percentile(50), received.latency.percentile(99)).map { (p50: $0, p99: $1) }
     }
 
-    /// The stream, the sockets, and how fast the sender actually sent.
-    func workloadText(_ stream: NotifyStream, sockets: Int, sent: SendReport) -> String {
+    /// The stream, the sockets, how fast the sender actually sent, and the CPU the server
+    /// and the load client used meanwhile (on a shared machine both compete for the cores).
+    func workloadText(
+        _ stream: NotifyStream, sockets: Int, sent: SendReport, received: PhaseReport, serverCPU: Double?, clientCPU: Double?
+    ) -> String {
         let rate = Double(sent.notifies) / max(sent.seconds, 1e-6)
-        return "\(Report.grouped(sockets)) sockets on one channel (\(sizes.clientThreads) event loops per worker process, at most \(Report.grouped(sizes.socketsPerWorker)) sockets each); "
-            + stream.methodText + ", \(stream.payloadSize) B payloads"
-            + "; sent in \(Report.format(sent.seconds * 1000, "ms")) (\(Report.grouped(Int(rate))) NOTIFY/s)"
+        let wall = Double(received.lastReceive - sent.firstSend) / 1e6
+        let workers = (sockets + sizes.socketsPerWorker - 1) / sizes.socketsPerWorker
+        var text = "\(Report.grouped(sockets)) sockets on one channel in \(workers) worker process(es) of \(sizes.clientThreads) event loops; "
+        text += stream.methodText + ", \(stream.payloadSize) B payloads"
+        text += "; sent in \(Report.format(sent.seconds * 1000, "ms")) (\(Report.grouped(Int(rate))) NOTIFY/s)"
+        text += "; first send to last frame \(Report.format(wall, "s"))"
+        if let serverCPU, let clientCPU {
+            text += ", meanwhile server CPU \(Report.format(serverCPU, "s")), load client CPU \(Report.format(clientCPU, "s"))"
+        }
+        return text
     }
 }

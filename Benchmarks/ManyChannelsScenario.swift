@@ -27,7 +27,7 @@ extension BenchContext {
 
                 let stream = NotifyStream(
                     phase: nextPhase(), channel: spec.channel, count: s.channels, payloadSize: 64, kind: .channels(batch: 1000))
-                let (sent, received, _) = try await measure(stream, fleet: fleet, server: server, label: "one NOTIFY per channel", perSocket: 1)
+                let (sent, received, _, _) = try await measure(stream, fleet: fleet, server: server, label: "one NOTIFY per channel", perSocket: 1)
                 // Nothing more may arrive: check every socket again a moment later.
                 try await Task.sleep(for: .milliseconds(300))
                 let again = try await fleet.collect(phase: stream.phase, expected: 1, stallSeconds: 0.1)

@@ -154,4 +154,10 @@ final class WorkerFleet: Sendable {
     func shutdown() async {
         for worker in workers { await worker.stop() }
     }
+
+    /// CPU seconds the worker processes used so far (utime + stime).
+    var cpuSeconds: Double? {
+        let parts = workers.map { ProcessStats.cpuSeconds(pid: $0.pid) }
+        return parts.contains { $0 == nil } ? nil : parts.reduce(0) { $0 + $1! }
+    }
 }
