@@ -36,6 +36,9 @@ extension BenchContext {
                     target: s.idleSockets >= 10_000 ? .atMost(8) : nil,
                     method: "(VmRSS 1 s after all sockets opened - VmRSS of the fresh server before) / sockets (target applies from 10,000 sockets)",
                     workload: "server VmRSS from \(Report.grouped(rssBefore)) KiB to \(Report.grouped(rssAfter)) KiB with \(Report.grouped(s.idleSockets)) idle sockets")
+                // Idle sockets must still all be open: none closed or dropped by the server.
+                let check = try await fleet.collect(phase: 0, expected: 0, stallSeconds: 0.1)
+                guard check.isClean else { throw BenchFailure("idle sockets: \(check.problems)") }
                 let closed = try await fleet.close()
                 if closed.stillOpen > 0 { report.note("connections: \(closed.stillOpen) sockets still open 30 s after their close frame") }
             }
