@@ -91,7 +91,15 @@ final class LoadHandler: ChannelInboundHandler {
             guard readResponse(&buffer, context: context) else { return }
         }
         readFrames(&buffer, context: context)
-        if buffer.readableBytes > 0 { inbound = buffer }
+        guard buffer.readableBytes > 0 else { return }
+        // Keep only the partial frame, not the whole read buffer (up to 64 KB per socket).
+        if buffer.capacity > 4 * buffer.readableBytes + 1024 {
+            var rest = context.channel.allocator.buffer(capacity: buffer.readableBytes)
+            rest.writeBuffer(&buffer)
+            inbound = rest
+        } else {
+            inbound = buffer
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
