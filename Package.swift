@@ -75,6 +75,23 @@ let package = Package(
             path: "Tests/Support",
             swiftSettings: swiftSettings
         ),
+        // The load generator and scenarios of `make bench`: starts PostgreSQL and the release
+        // server, drives them with lean NIO WebSocket clients (in worker child processes),
+        // and reports one table plus bench-results.json.
+        .executableTarget(
+            name: "pgws-bench",
+            dependencies: [
+                "BridgeTestSupport",
+                "PostgresWebSockets",
+                "CLibPQ",
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PostgresWebSocketsTests",
             dependencies: [
