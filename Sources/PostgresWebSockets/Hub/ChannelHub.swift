@@ -1,11 +1,11 @@
 import NIOCore
-import Synchronization
 
 /// Routes notifications from the listener thread to the event loops. Each loop has its
-/// own shard; a batch is handed to every shard in one task, so a loop takes the batch in
-/// one pass and no lock is held while sockets are written.
+/// own shard and inbox; the only lock on the way is the inbox's, taken once per batch by
+/// the listener and once per pass by the loop, never while sockets are written.
 public final class ChannelHub: Sendable {
     private let shards: [NIOLoopBoundBox<LoopShard>]
+    private let inboxes: [ShardInbox]
     /// Frame bytes dispatched and not yet written by every shard.
     let budget = DeliveryBudget(limit: 4 << 20)
 
@@ -13,6 +13,7 @@ public final class ChannelHub: Sendable {
         shards = group.makeIterator().map { loop in
             NIOLoopBoundBox.makeBoxSendingValue(LoopShard(eventLoop: loop), eventLoop: loop)
         }
+        inboxes = shards.map { _ in ShardInbox() }
     }
 
     /// The shard of `loop`. Must be called on that loop.
@@ -26,12 +27,11 @@ public final class ChannelHub: Sendable {
     public func dispatch(_ batch: [Notification]) {
         let bytes = batch.reduce(0) { $0 + $1.frame.readableBytes }
         budget.take(bytes)
-        let remaining = ShardCountdown(shards.count)
-        let budget = self.budget
-        for shard in shards {
+        let completion = BatchCompletion(shards: shards.count, bytes: bytes, budget: budget)
+        for (shard, inbox) in zip(shards, inboxes)
+        where inbox.append(ShardInbox.Entry(batch: batch, completion: completion)) {
             shard.eventLoop.execute {
-                shard.value.deliver(batch)
-                if remaining.finishOne() { budget.give(bytes) }
+                shard.value.drain(inbox)
             }
         }
     }
@@ -54,12 +54,4 @@ public final class ChannelHub: Sendable {
         }
         return total
     }
-}
-
-/// Counts the shards that still have to deliver one batch.
-private final class ShardCountdown: Sendable {
-    private let remaining: Atomic<Int>
-    init(_ count: Int) { remaining = Atomic(count) }
-    /// True for the last shard.
-    func finishOne() -> Bool { remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 }
 }

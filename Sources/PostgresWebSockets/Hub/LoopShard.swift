@@ -41,26 +41,68 @@ final class LoopShard {
         }
     }
 
-    /// Writes each notification to every reading socket of its channel, then flushes each
-    /// touched socket once: one syscall per socket per batch, not per message.
-    func deliver(_ batch: [Notification]) {
-        pass &+= 1
+    /// Notifications per flush: enough to make the flush syscall cheap per delivery, few
+    /// enough that the first sockets get their frames while the rest are being written.
+    /// 512/4096 delivered a 5,000-socket burst fastest and with the lowest median latency of
+    /// the settings measured (64/1024, 256/2048, 512/4096, 1024/8192, unbounded).
+    static let notificationsPerFlush = 512
+    /// Notifications per event-loop task, so a burst does not hold off reads and timers.
+    static let notificationsPerTask = 4096
+
+    /// Batches taken from the inbox and not yet written, with how far the first one got.
+    private var backlog: [ShardInbox.Entry] = []
+    private var backlogPosition = 0
+
+    /// Writes what the inbox holds to the sockets: each notification to every reading socket
+    /// of its channel, flushing each touched socket once per `notificationsPerFlush`.
+    func drain(_ inbox: ShardInbox) {
+        backlog.append(contentsOf: inbox.takeAll())
+        var budget = Self.notificationsPerTask
         var touched: [SubscriberList] = []
-        for notification in batch {
-            guard let list = subscribers[ChannelKey(notification.channel)] else { continue }
-            if list.lastPass != pass {
-                list.lastPass = pass
-                touched.append(list)
+        var unflushed = 0
+        pass &+= 1
+        while budget > 0, let entry = backlog.first {
+            let batch = entry.batch
+            while backlogPosition < batch.count, budget > 0 {
+                let notification = batch[backlogPosition]
+                backlogPosition += 1
+                budget -= 1
+                if let list = subscribers[ChannelKey(notification.channel)] {
+                    if list.lastPass != pass {
+                        list.lastPass = pass
+                        touched.append(list)
+                    }
+                    for session in list.sessions {
+                        session.deliver(notification.frame)
+                    }
+                }
+                unflushed += 1
+                if unflushed == Self.notificationsPerFlush {
+                    flush(&touched)
+                    unflushed = 0
+                }
             }
-            for session in list.sessions {
-                session.deliver(notification.frame)
+            if backlogPosition == batch.count {
+                backlog.removeFirst()
+                backlogPosition = 0
+                entry.completion.shardFinished()
             }
         }
+        flush(&touched)
+        if !backlog.isEmpty {
+            let shard = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.execute { shard.value.drain(inbox) }
+        }
+    }
+
+    private func flush(_ touched: inout [SubscriberList]) {
         for list in touched {
             for session in list.sessions {
                 session.flushIfNeeded()
             }
         }
+        touched.removeAll(keepingCapacity: true)
+        pass &+= 1
     }
 
     func startSweeping(every interval: TimeAmount) {
