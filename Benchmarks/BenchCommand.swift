@@ -161,7 +161,7 @@ struct RunCommand: AsyncParsableCommand {
         if let uri = ProcessInfo.processInfo.environment["PGWS_BENCH_DB_URI"], !uri.isEmpty {
             databaseURI = uri
         } else {
-            cluster = try await TemporaryPostgres.start()
+            cluster = try await TemporaryPostgres.start(tcp: true)
             databaseURI = cluster!.uri
         }
         var extra: [String: String] = [:]

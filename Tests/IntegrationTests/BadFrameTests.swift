@@ -117,19 +117,22 @@ import Testing
     }
 
     @Test func idleSocketsArePingedAndDroppedWhenSilent() async throws {
-        try await TestServer.with({ $0.pingInterval = 0.3; $0.pongTimeout = 0.6 }) { server in
+        // A pong timeout with room for a loaded 2-core machine to answer in time.
+        try await TestServer.with({ $0.pingInterval = 0.3; $0.pongTimeout = 2 }) { server in
             let channel = uniqueChannel()
             let alive = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))")
             let silent = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))", answerPings: false)
-            guard case .ping = try await silent.next(timeout: 5) else {
-                Issue.record("expected a ping")
+            let first = try await step("silent: ping") { try await silent.next(timeout: 15) }
+            guard case .ping = first else {
+                Issue.record("expected a ping, got \(first)")
                 return
             }
-            #expect(try await silent.next(timeout: 5) == .disconnected)
+            #expect(try await step("silent: dropped") { try await silent.next(timeout: 15) } == .disconnected)
             // The socket that answers survives several ping rounds and still gets messages.
-            for _ in 0..<3 {
-                guard case .ping = try await alive.next(timeout: 5) else {
-                    Issue.record("expected a ping")
+            for round in 0..<3 {
+                let event = try await step("alive: ping \(round)") { try await alive.next(timeout: 15) }
+                guard case .ping = event else {
+                    Issue.record("expected a ping, got \(event)")
                     return
                 }
             }

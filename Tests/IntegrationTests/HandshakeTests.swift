@@ -169,9 +169,9 @@ import Testing
     @Test func socketIsClosedWith3001WhenTokenExpires() async throws {
         try await TestServer.with { server in
             let channel = uniqueChannel()
-            let token = TestTokens.mint(mode: "rw", exp: Date().timeIntervalSince1970 + 1.5)
+            let token = TestTokens.mint(mode: "rw", exp: Date().timeIntervalSince1970 + 3)
             let client = try await server.connect("/\(channel)/\(token)")
-            let close = try await client.nextClose(timeout: 10)
+            let close = try await client.nextClose(timeout: 15)
             #expect(close.code == 3001)
             #expect(close.reason == "JWT expired")
             #expect(try await client.next() == .disconnected)

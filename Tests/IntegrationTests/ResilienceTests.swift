@@ -116,7 +116,7 @@ import Testing
         defer { cluster.stop() }
         let admin = try TestDatabase(uri: cluster.uri)
         try await admin.query("CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-        let latinURI = String(cluster.uri.dropLast("postgres".count)) + "latin"
+        let latinURI = cluster.uri(database: "latin")
         try await TestServer.with(databaseURI: latinURI) { server in
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")
@@ -185,6 +185,38 @@ import Testing
             #expect(seen == (0..<count).map { "n\($0)" })
             // The kills did hit batches: they failed and were sent again.
             #expect(server.log.text.contains { $0.contains("NOTIFY batch failed, will retry") })
+        }
+    }
+
+    /// PostgreSQL is up but cannot keep up (its notifier backends are frozen): writers are
+    /// slowed down by TCP flow control, not closed, and nothing is lost.
+    @Test func slowDatabaseSlowsWritersInsteadOfClosingThem() async throws {
+        let cluster = try await TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try await TestServer.with(databaseURI: cluster.uri, { $0.maxPendingMessages = 40 }) { server in
+            let db = try TestDatabase(uri: cluster.uri)
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let writer = try await server.connect(channel: channel, mode: "w")
+            try await writer.send(text: "m0")
+            #expect(try JSONParser.parse(try await reader.nextText())["payload"] == .string("m0"))
+            let backends = try await db.query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets notifier'"
+            ).compactMap { $0[0].flatMap { Int32($0) } }
+            #expect(!backends.isEmpty)
+            backends.forEach { kill($0, SIGSTOP) }
+            defer { backends.forEach { kill($0, SIGCONT) } }
+            let count = 2_000
+            for i in 1..<count { try await writer.send(text: "m\(i)") }
+            // The server stops reading once its queue is half full: it never holds more.
+            try await waitUntil(timeout: 10, "the queue to fill") { server.bridge.queuedMessages >= 20 }
+            #expect(server.bridge.queuedMessages <= 40)
+            backends.forEach { kill($0, SIGCONT) }
+            for i in 1..<count {
+                let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
+                #expect(envelope["payload"] == .string("m\(i)"))
+            }
+            #expect(!server.log.text.contains { $0.contains("database unavailable") })
         }
     }
 }

@@ -12,7 +12,18 @@ public final class TemporaryPostgres: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
 
-    public var uri: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
+    /// Whether the cluster listens on 127.0.0.1 (else only on a Unix socket in its folder).
+    public let tcp: Bool
+
+    public var uri: String { uri(database: "postgres") }
+
+    /// Test clusters listen on a Unix socket in their own folder: no port can be taken by
+    /// another cluster while one is stopped for a restart test.
+    public func uri(database: String) -> String {
+        tcp
+            ? "postgresql://postgres@127.0.0.1:\(port)/\(database)"
+            : "postgresql://postgres@/\(database)?host=\(directory)&port=\(port)"
+    }
 
     /// The shared cluster of this test process: `PGWS_TEST_DB_URI` when set is used instead.
     /// It lives as long as the process; the watchdog removes it after the process exits.
@@ -30,8 +41,9 @@ public final class TemporaryPostgres: @unchecked Sendable {
 
     private let extraOptions: [String]
 
-    private init(port: Int, directory: String, binDirectory: String, extraOptions: [String]) {
+    private init(port: Int, directory: String, binDirectory: String, extraOptions: [String], tcp: Bool) {
         self.port = port
+        self.tcp = tcp
         self.directory = directory
         self.binDirectory = binDirectory
         self.extraOptions = extraOptions
@@ -48,11 +60,11 @@ public final class TemporaryPostgres: @unchecked Sendable {
     /// Starts a cluster; `settings` are extra `name=value` server settings. initdb and
     /// pg_ctl run on a Dispatch thread: blocking Swift's few cooperative threads for seconds
     /// would stall every other test's timers.
-    public static func start(settings: [String] = []) async throws -> TemporaryPostgres {
-        try await offloaded { try startBlocking(settings: settings) }
+    public static func start(settings: [String] = [], tcp: Bool = false) async throws -> TemporaryPostgres {
+        try await offloaded { try startBlocking(settings: settings, tcp: tcp) }
     }
 
-    static func startBlocking(settings: [String] = []) throws -> TemporaryPostgres {
+    static func startBlocking(settings: [String] = [], tcp: Bool = false) throws -> TemporaryPostgres {
         let bin = try findBinDirectory()
         let directory = try makeTemporaryDirectory()
         let dataDirectory = directory + "/data"
@@ -60,8 +72,8 @@ public final class TemporaryPostgres: @unchecked Sendable {
         startWatchdog(directory: directory, bin: bin)
         var lastError: (any Error)? = nil
         for _ in 0..<5 {
-            let port = try freePort()
-            let cluster = TemporaryPostgres(port: port, directory: directory, binDirectory: bin, extraOptions: settings)
+            let port = tcp ? try freePort() : 5432
+            let cluster = TemporaryPostgres(port: port, directory: directory, binDirectory: bin, extraOptions: settings, tcp: tcp)
             do {
                 try cluster.startServer()
                 return cluster
@@ -82,7 +94,7 @@ public final class TemporaryPostgres: @unchecked Sendable {
 
     private func startServer() throws {
         let options = ([
-            "-p \(port)", "-k \(directory)", "-c listen_addresses=127.0.0.1", "-c fsync=off",
+            "-p \(port)", "-k \(directory)", "-c listen_addresses=\(tcp ? "127.0.0.1" : "''")", "-c fsync=off",
             "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
             "-c shared_buffers=32MB",
         ] + extraOptions.map { "-c \($0)" }).joined(separator: " ")
@@ -105,12 +117,16 @@ public final class TemporaryPostgres: @unchecked Sendable {
 
     /// Stops the cluster and deletes its folder, in the background: callable from `defer`.
     public func stop() {
-        DispatchQueue.global().async { self.stopBlocking() }
+        Self.blockingWork.async { self.stopBlocking() }
     }
+
+    /// A queue of its own: its threads are made on demand. The global queue's few threads
+    /// are shared with Swift concurrency here, and blocking them stalls every test's timers.
+    private static let blockingWork = DispatchQueue(label: "temporary-postgres", attributes: .concurrent)
 
     private static func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+            blockingWork.async { continuation.resume(with: Result { try body() }) }
         }
     }
 

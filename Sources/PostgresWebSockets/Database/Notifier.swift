@@ -10,7 +10,19 @@ import NIOConcurrencyHelpers
 /// messages wait in the lanes, up to `maxPending` client messages in all; they are sent in
 /// order once the listener reports the database up again (after it re-LISTENed, so that
 /// readers on this server get them too).
+///
+/// While the database is up but slower than the writers, the queue is kept from filling by
+/// flow control instead: past half of `maxPending` a submit reports `.congested`, the socket
+/// stops reading, and every paused socket resumes once the queue is below a quarter.
 public final class Notifier: Sendable {
+    public enum SubmitResult: Sendable {
+        case accepted
+        /// Queued, but the queue is over half full: the sender should stop reading.
+        case congested
+        /// Not queued: `maxPending` messages are waiting.
+        case full
+    }
+
     static let maxBatchNotifications = 4096
     static let maxBatchBytes = 4 << 20
     /// A batch that gets no answer for this long counts as lost with its connection.
@@ -22,6 +34,8 @@ public final class Notifier: Sendable {
     private let queued = Atomic<Int>(0)
     private let databaseUp = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
+    private let congested = Atomic<Bool>(false)
+    private let onRelief = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
     private let conninfo: String
     private let logger: Logger
 
@@ -46,19 +60,32 @@ public final class Notifier: Sendable {
         if up { lanes.forEach { $0.wake.signal() } }
     }
 
-    /// Queues a client message. Returns false, and queues nothing, when `maxPending`
-    /// client messages are already waiting.
-    public func submit(_ message: OutgoingMessage, lane: Int) -> Bool {
+    /// Called (on a notifier thread) when a congested queue went below a quarter full.
+    public func whenRelieved(_ callback: @escaping @Sendable () -> Void) {
+        onRelief.withLockedValue { $0 = callback }
+    }
+
+    public var isDatabaseUp: Bool { databaseUp.load(ordering: .relaxed) }
+
+    /// Queues a client message, unless `maxPending` client messages are already waiting.
+    public func submit(_ message: OutgoingMessage, lane: Int) -> SubmitResult {
         var current = pending.load(ordering: .relaxed)
         while true {
-            guard current < maxPending else { return false }
+            guard current < maxPending else {
+                congested.store(true, ordering: .relaxed)
+                return .full
+            }
             let (exchanged, original) = pending.compareExchange(
                 expected: current, desired: current + 1, ordering: .relaxed)
             if exchanged { break }
             current = original
         }
         enqueue(message, lane: lane, counted: true)
-        return true
+        if current + 1 > maxPending / 2 {
+            congested.store(true, ordering: .relaxed)
+            return .congested
+        }
+        return .accepted
     }
 
     /// Queues a server event (meta channel). Not counted against `maxPending`: there are at
@@ -184,8 +211,11 @@ public final class Notifier: Sendable {
             if isolating { state.isolateCount -= count }
             return done
         }
-        pending.subtract(counted, ordering: .relaxed)
+        let left = pending.subtract(counted, ordering: .relaxed).newValue
         queued.subtract(count, ordering: .relaxed)
+        if left <= maxPending / 4, congested.exchange(false, ordering: .relaxed) {
+            onRelief.withLockedValue { $0 }?()
+        }
     }
 
     /// Sends one batch in one statement and waits for PostgreSQL's answer.

@@ -36,6 +36,13 @@ public final class ChannelHub: Sendable {
         }
     }
 
+    /// Lets every socket paused by a congested queue to PostgreSQL read again.
+    public func resumePausedSessions() {
+        for shard in shards {
+            shard.eventLoop.execute { shard.value.resumePausedSessions() }
+        }
+    }
+
     /// Runs `body` on every shard's loop and waits for all of them.
     func forEachShard(_ body: @escaping @Sendable (LoopShard) -> Void) async {
         await withTaskGroup(of: Void.self) { group in

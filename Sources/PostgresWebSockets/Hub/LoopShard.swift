@@ -7,6 +7,8 @@ final class LoopShard {
     let eventLoop: any EventLoop
     private var subscribers: [ChannelKey: SubscriberList] = [:]
     private var sessions: [ObjectIdentifier: WebSocketSession] = [:]
+    /// Sockets that stopped reading because the queue to PostgreSQL is congested.
+    private var pausedSessions: [ObjectIdentifier: WebSocketSession] = [:]
     private var pass = 0
     private var sweeper: RepeatedTask? = nil
 
@@ -31,8 +33,23 @@ final class LoopShard {
         }
     }
 
+    func paused(_ session: WebSocketSession) {
+        pausedSessions[ObjectIdentifier(session)] = session
+    }
+
+    func resumed(_ session: WebSocketSession) {
+        pausedSessions[ObjectIdentifier(session)] = nil
+    }
+
+    func resumePausedSessions() {
+        for session in Array(pausedSessions.values) {
+            session.resumeReading()
+        }
+    }
+
     func remove(_ session: WebSocketSession) {
         sessions[ObjectIdentifier(session)] = nil
+        pausedSessions[ObjectIdentifier(session)] = nil
         for channel in session.readChannels {
             let key = ChannelKey(channel)
             guard let list = subscribers[key] else { continue }

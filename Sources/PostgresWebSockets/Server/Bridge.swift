@@ -29,7 +29,12 @@ public final class Bridge: Service, Sendable {
             hub.dispatch(batch)
         }
         budget.whenReleased { listener.resume() }
-        listener.observeStatus { up in notifier.setDatabaseUp(up) }
+        listener.observeStatus { up in
+            notifier.setDatabaseUp(up)
+            // Paused writers wait for a queue that will not drain now: they are told instead.
+            if !up { hub.resumePausedSessions() }
+        }
+        notifier.whenRelieved { hub.resumePausedSessions() }
         server = ServerContext(
             configuration: configuration, hub: hub, listener: listener, notifier: notifier,
             staticFiles: staticFiles, logger: logger)

@@ -29,6 +29,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     private var pingSentAt: NIODeadline? = nil
     private var closeDeadline: NIODeadline? = nil
     private var fragments: ByteBuffer? = nil
+    /// Messages read while the queue to PostgreSQL was full; submitted first when it drains.
+    private var held: [OutgoingMessage] = []
+    private var readingPaused = false
 
     init(id: Int, grant: Grant, token: VerifiedToken, server: ServerContext) {
         self.id = id
@@ -69,6 +72,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         fragments = nil
         guard wasOpened else { return }
         shard?.remove(self)
+        // What the client sent before it left still goes out: it was read, so it was taken.
+        for message in held { server.notifier.submitEvent(message, lane: id) }
+        held = []
         server.listener.release(readChannels)
         server.limiter.release()
         sendMetaEvent(.connectionClose)
@@ -294,10 +300,64 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let sender = SessionHandle(session: self, eventLoop: context!.eventLoop)
-        guard server.notifier.submit(OutgoingMessage(notifications: notifications, sender: sender), lane: id) else {
-            close(code: CloseCode.tryAgainLater, reason: "database unavailable")
+        submit(OutgoingMessage(notifications: notifications, sender: sender))
+    }
+
+    // MARK: - Flow control towards PostgreSQL
+
+    private func submit(_ message: OutgoingMessage) {
+        guard held.isEmpty else {
+            held.append(message)  // keeps the order behind what is already waiting
             return
         }
+        // While PostgreSQL is up but slower than the writers, they are slowed down (no more
+        // reading); while it is down, messages queue up to the limit and then are refused.
+        let databaseUp = server.notifier.isDatabaseUp
+        switch server.notifier.submit(message, lane: id) {
+        case .accepted:
+            break
+        case .congested:
+            if databaseUp { pauseReading() }
+        case .full where databaseUp:
+            held.append(message)
+            pauseReading()
+        case .full:
+            close(code: CloseCode.tryAgainLater, reason: "database unavailable")
+        }
+    }
+
+    /// Stops reading from the client: TCP flow control then slows the writer down.
+    private func pauseReading() {
+        guard !readingPaused, let context else { return }
+        readingPaused = true
+        _ = context.channel.setOption(.autoRead, value: false)
+        shard?.paused(self)
+    }
+
+    /// The queue to PostgreSQL drained, or the database went down: send what was held, then
+    /// read again unless the queue is congested once more while PostgreSQL is up.
+    func resumeReading() {
+        guard readingPaused, state == .open || state == .closing, let context else { return }
+        let databaseUp = server.notifier.isDatabaseUp
+        while let message = held.first {
+            switch server.notifier.submit(message, lane: id) {
+            case .accepted:
+                held.removeFirst()
+            case .congested:
+                held.removeFirst()
+                if databaseUp { return }  // stay paused until the next relief
+            case .full where databaseUp:
+                return
+            case .full:
+                held = []
+                close(code: CloseCode.tryAgainLater, reason: "database unavailable")
+                return
+            }
+        }
+        readingPaused = false
+        shard?.resumed(self)
+        _ = context.channel.setOption(.autoRead, value: true)
+        context.read()
     }
 
     private func sendMetaEvent(_ event: Envelope.Event) {
