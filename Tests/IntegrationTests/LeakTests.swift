@@ -6,53 +6,55 @@ import Testing
 /// Many short-lived sockets leave neither memory nor LISTENs behind.
 @Suite struct LeakTests {
     @Test func twentyThousandCyclesLeaveNoTrace() async throws {
-        let server = try await ServerProcess(environment: [
+        let environment = [
             "PGWS_DB_URI": TemporaryPostgres.sharedURI, "PGWS_JWT_SECRET": TestTokens.secret,
             "PGWS_LOG_LEVEL": "notice",
-        ])
-        defer { Task { await server.stop() } }
-        let prefix = uniqueChannel("leak")
-        let concurrency = 8
+        ]
+        try await ServerProcess.with(environment: environment) { server in
+            let prefix = uniqueChannel("leak")
+            let concurrency = 8
 
-        /// One socket's life: connect, send, read the echo back through PostgreSQL, close.
-        func cycles(_ range: Range<Int>) async throws {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in 0..<concurrency {
-                    group.addTask {
-                        for i in stride(from: range.lowerBound + worker, to: range.upperBound, by: concurrency) {
-                            // Half the cycles share 50 channels, half use a channel of their own:
-                            // both LISTEN reuse and LISTEN/UNLISTEN churn.
-                            let channel = i % 2 == 0 ? "\(prefix)-\(i % 100)" : "\(prefix)-u\(i)"
-                            let client = try await WebSocketClient.connect(
-                                port: server.port, path: "/\(channel)/\(TestTokens.mint(mode: "rw"))")
-                            try await client.send(text: "cycle \(i)")
-                            while true {
-                                let envelope = try JSONParser.parse(try await client.nextText())
-                                if envelope["payload"] == .string("cycle \(i)") { break }
+            /// One socket's life: connect, send, read the echo back through PostgreSQL, close.
+            func cycles(_ range: Range<Int>) async throws {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<concurrency {
+                        group.addTask {
+                            for i in stride(from: range.lowerBound + worker, to: range.upperBound, by: concurrency) {
+                                // Half the cycles share 50 channels, half use a channel of their own:
+                                // both LISTEN reuse and LISTEN/UNLISTEN churn.
+                                let channel = i % 2 == 0 ? "\(prefix)-\(i % 100)" : "\(prefix)-u\(i)"
+                                let client = try await WebSocketClient.connect(
+                                    port: server.port, path: "/\(channel)/\(TestTokens.mint(mode: "rw"))")
+                                try await client.send(text: "cycle \(i)")
+                                while true {
+                                    let envelope = try JSONParser.parse(try await client.nextText())
+                                    if envelope["payload"] == .string("cycle \(i)") { break }
+                                }
+                                try await client.close()
+                                _ = try await client.nextClose()
+                                await client.disconnect()
                             }
-                            try await client.close()
-                            _ = try await client.nextClose()
-                            await client.disconnect()
                         }
                     }
+                    try await group.waitForAll()
                 }
-                try await group.waitForAll()
             }
+
+            try await cycles(0..<1_000)
+            let afterFirstThousand = try #require(server.memoryKB("VmRSS"))
+            // Under ThreadSanitizer the memory is not checked (see below): fewer cycles suffice.
+            try await cycles(1_000..<(runsUnderSanitizer ? 4_000 : 20_000))
+            let health = try await waitForIdle(port: server.port)
+            let final = try #require(server.memoryKB("VmRSS"))
+            if !runsUnderSanitizer {
+                #expect(
+                    Double(final) <= Double(afterFirstThousand) * 1.10,
+                    "RSS after 1,000: \(afterFirstThousand) kB, after 20,000: \(final) kB")
+            }
+            #expect(health["connections"] == .number("0"))
+            #expect(health["listening"] == .number("0"))
         }
 
-        try await cycles(0..<1_000)
-        let afterFirstThousand = try #require(server.memoryKB("VmRSS"))
-        // Under ThreadSanitizer the memory is not checked (see below): fewer cycles suffice.
-        try await cycles(1_000..<(runsUnderSanitizer ? 4_000 : 20_000))
-        let health = try await waitForIdle(port: server.port)
-        let final = try #require(server.memoryKB("VmRSS"))
-        if !runsUnderSanitizer {
-            #expect(
-                Double(final) <= Double(afterFirstThousand) * 1.10,
-                "RSS after 1,000: \(afterFirstThousand) kB, after 20,000: \(final) kB")
-        }
-        #expect(health["connections"] == .number("0"))
-        #expect(health["listening"] == .number("0"))
     }
 
     /// The server's own /health once every socket is gone and every channel UNLISTENed

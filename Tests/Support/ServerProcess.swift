@@ -68,6 +68,21 @@ public final class ServerProcess: @unchecked Sendable {
         if process.isRunning { process.terminate() }
     }
 
+    /// Runs `body` with a started server and always stops it (SIGTERM) afterwards.
+    public static func with<T>(
+        environment: [String: String], _ body: (ServerProcess) async throws -> T
+    ) async throws -> T {
+        let server = try await ServerProcess(environment: environment)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
     /// A crashed or killed test run must not leave servers behind: a watchdog shell kills the
     /// child once this process is gone (and ends by itself when the child ends first).
     private static func killWhenOrphaned(child: Int32) {

@@ -116,8 +116,13 @@ public final class Notifier: Sendable {
     private func enqueue(_ message: OutgoingMessage, lane index: Int, counted: Bool) {
         let lane = lanes[abs(index % lanes.count)]
         queued.add(1, ordering: .relaxed)
-        lane.state.withLockedValue { $0.messages.append(Lane.Entry(message: message, counted: counted)) }
-        lane.wake.signal()
+        let wasEmpty = lane.state.withLockedValue { state in
+            state.messages.append(Lane.Entry(message: message, counted: counted))
+            return state.messages.count == 1
+        }
+        // The lane thread looks at its queue again after every batch: only an idle lane
+        // needs waking (an eventfd keeps the signal until the thread waits).
+        if wasEmpty { lane.wake.signal() }
     }
 
     // MARK: - Lane threads

@@ -26,7 +26,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     private var state = State.pending
     private var needsFlush = false
     private var lastInbound = NIODeadline.now()
-    private var pingSentAt: NIODeadline? = nil
+    private var ping = PingState.idle
     private var closeDeadline: NIODeadline? = nil
     private var fragments: ByteBuffer? = nil
     /// Messages read while the queue to PostgreSQL was full; submitted first when it drains.
@@ -121,20 +121,48 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
             let config = server.configuration
             if let expiresAt, wallClock >= expiresAt {
                 close(code: CloseCode.jwtExpired, reason: "JWT expired")
-            } else if let pingSentAt {
-                if now - pingSentAt >= .fromSeconds(config.pongTimeout) {
-                    server.logger.info("dropping socket that stopped answering pings")
-                    abort()
-                }
-            } else if now - lastInbound >= .fromSeconds(config.pingInterval), let context {
-                pingSentAt = now
-                let ping = WebSocketFrames.frame(opcode: .ping, payload: ByteBuffer(), allocator: context.channel.allocator)
-                context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
+            } else {
+                checkLiveness(now: now, config: config)
             }
         case .closing:
             if let closeDeadline, now >= closeDeadline { abort() }
         case .pending, .closed:
             break
+        }
+    }
+
+    private enum PingState {
+        case idle
+        /// Written, still queued behind earlier frames in the server.
+        case queued(since: NIODeadline)
+        /// Handed to the kernel: the pong timeout runs from here, so a reader that is merely
+        /// behind on a burst is not mistaken for a dead one.
+        case sent(at: NIODeadline)
+    }
+
+    /// Pings a socket silent for `ping-interval`; drops one that does not answer within
+    /// `pong-timeout` of the ping leaving, or whose ping cannot even leave in that time.
+    private func checkLiveness(now: NIODeadline, config: Configuration) {
+        switch ping {
+        case .idle:
+            guard now - lastInbound >= .fromSeconds(config.pingInterval), let context else { return }
+            ping = .queued(since: now)
+            let frame = WebSocketFrames.frame(opcode: .ping, payload: ByteBuffer(), allocator: context.channel.allocator)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(frame), promise: written)
+            written.futureResult.assumeIsolated().whenSuccess { [self] in
+                if case .queued = ping { ping = .sent(at: .now()) }
+            }
+        case .queued(let since):
+            if now - since >= .fromSeconds(config.pingInterval + config.pongTimeout) {
+                server.logger.info("dropping socket whose ping could not be sent")
+                abort()
+            }
+        case .sent(let at):
+            if now - at >= .fromSeconds(config.pongTimeout) {
+                server.logger.info("dropping socket that stopped answering pings")
+                abort()
+            }
         }
     }
 
@@ -179,7 +207,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         lastInbound = .now()
-        pingSentAt = nil
+        ping = .idle
         guard state == .open || state == .closing else { return }
         guard frame.maskKey != nil else {
             fail(code: CloseCode.protocolError, reason: "client frames must be masked")
