@@ -1,7 +1,7 @@
 # The two commands of a fresh machine: `make run` and `make test`.
 SWIFT ?= swift
 
-.PHONY: run test test-tsan bench build release deps clean
+.PHONY: run test test-tsan bench build release deps format clean
 
 deps:
 	@scripts/install-deps
@@ -33,6 +33,10 @@ bench: deps
 	$(SWIFT) build -c release --product postgres-websockets
 	$(SWIFT) build -c release --product pgws-bench
 	.build/release/pgws-bench --server .build/release/postgres-websockets
+
+# swift-format with the settings of .swift-format.
+format:
+	$(SWIFT) format -i -r Sources Tests Benchmarks Package.swift
 
 clean:
 	rm -rf .build .build-tsan

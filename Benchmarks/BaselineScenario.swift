@@ -22,14 +22,23 @@ extension BenchContext {
                 let (sent, received) = try await receiveDirectly(stream, label: label)
                 let method =
                     "a bare libpq LISTEN connection in the bench process (poll + PQconsumeInput + PQnotifies; wall clock read once per PQconsumeInput) minus the payload's send stamp"
-                let workload = stream.methodText + ", \(size) B payloads"
+                let workload =
+                    stream.methodText + ", \(size) B payloads"
                     + "; sent in \(Report.format(sent.seconds * 1000, "ms"))"
-                report.add("baseline", "PostgreSQL \(label): notifications/s", received.rate(since: sent.firstSend), "/s",
-                           method: "notifications received on one bare libpq LISTEN connection / (last received - first statement sent)",
-                           workload: workload)
-                report.add("baseline", "PostgreSQL \(label): latency p50", ms(received.latency.percentile(50)), "ms", method: method, workload: workload)
-                report.add("baseline", "PostgreSQL \(label): latency p99", ms(received.latency.percentile(99)), "ms", method: method, workload: workload)
-                report.add("baseline", "PostgreSQL \(label): latency p99.9", ms(received.latency.percentile(99.9)), "ms", method: method, workload: workload)
+                report.add(
+                    "baseline", "PostgreSQL \(label): notifications/s", received.rate(since: sent.firstSend), "/s",
+                    method:
+                        "notifications received on one bare libpq LISTEN connection / (last received - first statement sent)",
+                    workload: workload)
+                report.add(
+                    "baseline", "PostgreSQL \(label): latency p50", ms(received.latency.percentile(50)), "ms",
+                    method: method, workload: workload)
+                report.add(
+                    "baseline", "PostgreSQL \(label): latency p99", ms(received.latency.percentile(99)), "ms",
+                    method: method, workload: workload)
+                report.add(
+                    "baseline", "PostgreSQL \(label): latency p99.9", ms(received.latency.percentile(99.9)), "ms",
+                    method: method, workload: workload)
                 if let p50 = received.latency.percentile(50), let p99 = received.latency.percentile(99) {
                     baseline[Self.streamKey(size: size, burst: burst)] = (p50, p99)
                 }
@@ -48,11 +57,16 @@ extension BenchContext {
         if let row = fanoutLatency["row"] { pairs.append((Self.streamKey(size: 64, burst: false), row)) }
         for (key, fanout) in pairs {
             guard let direct = baseline[key] else { continue }
-            report.add("baseline", "bridge overhead p50, \(fanout.label)", ms(fanout.p50 - direct.p50), "ms", method: overheadMethod)
-            report.add("baseline", "bridge overhead p99, \(fanout.label)", ms(fanout.p99 - direct.p99), "ms", method: overheadMethod)
+            report.add(
+                "baseline", "bridge overhead p50, \(fanout.label)", ms(fanout.p50 - direct.p50), "ms",
+                method: overheadMethod)
+            report.add(
+                "baseline", "bridge overhead p99, \(fanout.label)", ms(fanout.p99 - direct.p99), "ms",
+                method: overheadMethod)
         }
         if pairs.isEmpty {
-            report.note("baseline: no fan-out figures in this run to compare with (run fanout too for the overhead rows)")
+            report.note(
+                "baseline: no fan-out figures in this run to compare with (run fanout too for the overhead rows)")
         }
     }
 
@@ -69,7 +83,9 @@ extension BenchContext {
             throw error
         }
         _ = await listener.wait(forTotal: stream.count, stallSeconds: sizes.stallSeconds)
-        if let failure = await listener.stop() { throw BenchFailure("baseline listener lost its connection: \(failure)") }
+        if let failure = await listener.stop() {
+            throw BenchFailure("baseline listener lost its connection: \(failure)")
+        }
         let received = sink.report(expected: stream.count)
         guard received.isClean else { throw BenchFailure("baseline \(label): \(received.problems)") }
         return (sent, received)

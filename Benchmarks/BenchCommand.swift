@@ -6,7 +6,8 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgws-bench",
-        abstract: "Benchmarks postgres-websockets: fan-out, ingest, connections, many channels, and PostgreSQL's own baseline.",
+        abstract:
+            "Benchmarks postgres-websockets: fan-out, ingest, connections, many channels, and PostgreSQL's own baseline.",
         subcommands: [RunCommand.self, WorkerCommandLine.self],
         defaultSubcommand: RunCommand.self)
 }
@@ -47,7 +48,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The server's PGWS_POOL_SIZE.")
     var poolSize = 2
 
-    @Option(name: .customLong("server-env"), help: "Extra KEY=VALUE for the server's environment (repeatable; for experiments).")
+    @Option(
+        name: .customLong("server-env"),
+        help: "Extra KEY=VALUE for the server's environment (repeatable; for experiments).")
     var serverEnvironment: [String] = []
 
     @Option(help: "fanout: sockets on the one channel (default 5000; up to 19000).")
@@ -83,7 +86,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "ingest: 'one' channel for all writers or 'each' writer its own.")
     var ingestChannels = "one"
 
-    @Option(help: "ingest: the second run's bound on each writer's messages not yet seen by the listener (0: no second run).")
+    @Option(
+        help:
+            "ingest: the second run's bound on each writer's messages not yet seen by the listener (0: no second run).")
     var ingestWindow = 100
 
     @Option(help: "ingest: one-notify-per-transaction statements of the PostgreSQL baseline.")
@@ -114,7 +119,9 @@ struct RunCommand: AsyncParsableCommand {
         }
         guard ["one", "each"].contains(ingestChannels) else { throw ValidationError("--ingest-channels: one or each") }
         guard (1...2).contains(clientThreads) else { throw ValidationError("--client-threads: 1 or 2") }
-        guard socketsPerWorker >= 1 && socketsPerWorker <= 9500 else { throw ValidationError("--sockets-per-worker: 1...9500") }
+        guard socketsPerWorker >= 1 && socketsPerWorker <= 9500 else {
+            throw ValidationError("--sockets-per-worker: 1...9500")
+        }
         guard ingestWindow >= 0 else { throw ValidationError("--ingest-window: 0 or more") }
         guard messageSize >= 40 && messageSize < 7000 else { throw ValidationError("--message-size: 40...6999") }
         if let only { _ = try selectedScenarios(only) }
@@ -128,7 +135,8 @@ struct RunCommand: AsyncParsableCommand {
         var chosen: [Scenario] = []
         for name in names {
             guard let scenario = Scenario(argument: name) else {
-                throw ValidationError("--only: unknown scenario '\(name)' (fanout, baseline, ingest, connections, channels)")
+                throw ValidationError(
+                    "--only: unknown scenario '\(name)' (fanout, baseline, ingest, connections, channels)")
             }
             chosen.append(scenario)
         }
@@ -152,7 +160,8 @@ struct RunCommand: AsyncParsableCommand {
             handshakeConcurrency: handshakeConcurrency, stallSeconds: stallTimeout)
         let scenarios = try only.map(selectedScenarios) ?? Scenario.allCases
         guard FileManager.default.isExecutableFile(atPath: server) else {
-            throw BenchFailure("no server executable at \(server): run `swift build -c release --product postgres-websockets`")
+            throw BenchFailure(
+                "no server executable at \(server): run `swift build -c release --product postgres-websockets`")
         }
 
         let loadBefore = ProcessStats.loadAverage()
@@ -172,7 +181,9 @@ struct RunCommand: AsyncParsableCommand {
         let context = BenchContext(
             sizes: sizes, databaseURI: databaseURI, serverExecutable: server, serverEnvironment: extra,
             selfExecutable: Self.selfExecutable())
-        say("pgws-bench: \(scenarios.map(\.rawValue).joined(separator: ", ")) on \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadBefore)\(quick ? " (quick)" : "")")
+        say(
+            "pgws-bench: \(scenarios.map(\.rawValue).joined(separator: ", ")) on \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadBefore)\(quick ? " (quick)" : "")"
+        )
         let started = Clock.monotonic()
         for scenario in scenarios {
             say("== \(scenario.rawValue)")
@@ -239,9 +250,11 @@ struct BenchSizes: Sendable {
         [
             "quick": String(quick), "pool_size": String(poolSize), "sockets": String(sockets),
             "latency_sockets": String(latencySockets), "rate": String(rate), "duration": String(duration),
-            "burst": String(burst), "batch": String(batch), "payloads": payloads.map(String.init).joined(separator: ","),
+            "burst": String(burst), "batch": String(batch),
+            "payloads": payloads.map(String.init).joined(separator: ","),
             "writers": String(writers), "messages": String(messages), "message_size": String(messageSize),
-            "ingest_channels": ingestChannelEach ? "each" : "one", "ingest_window": String(ingestWindow), "baseline_notifies": String(baselineNotifies),
+            "ingest_channels": ingestChannelEach ? "each" : "one", "ingest_window": String(ingestWindow),
+            "baseline_notifies": String(baselineNotifies),
             "idle_sockets": String(idleSockets), "channels": String(channels),
             "sockets_per_worker": String(socketsPerWorker), "client_threads": String(clientThreads),
             "handshake_concurrency": String(handshakeConcurrency), "stall_timeout": String(stallSeconds),

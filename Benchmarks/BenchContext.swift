@@ -70,7 +70,10 @@ final class BenchContext {
         noteComplaints(of: server, scenario)
         let status = await server.stop()
         if server.process.process.terminationReason == .uncaughtSignal || status != 0 {
-            report.fail(scenario, "the server exited with \(status) (\(server.process.process.terminationReason == .uncaughtSignal ? "signal" : "status")) on SIGTERM")
+            report.fail(
+                scenario,
+                "the server exited with \(status) (\(server.process.process.terminationReason == .uncaughtSignal ? "signal" : "status")) on SIGTERM"
+            )
         }
         return result
     }
@@ -78,7 +81,9 @@ final class BenchContext {
     private func noteComplaints(of server: BenchServer, _ scenario: String) {
         let complaints = server.complaints
         guard !complaints.isEmpty else { return }
-        report.note("\(scenario): the server logged \(complaints.count) warning/error lines, e.g. \(complaints.prefix(3).joined(separator: " | "))")
+        report.note(
+            "\(scenario): the server logged \(complaints.count) warning/error lines, e.g. \(complaints.prefix(3).joined(separator: " | "))"
+        )
     }
 
     func spec(port: Int, channel: String, count: Int) -> FleetSpec {
@@ -90,12 +95,14 @@ final class BenchContext {
     /// Starts worker processes for `spec`, opens every socket (failing on any refusal), runs
     /// `body`, and stops the workers whatever happens.
     func withWorkers<T>(_ spec: FleetSpec, _ body: (WorkerFleet, OpenReport) async throws -> T) async throws -> T {
-        let fleet = try await WorkerFleet.start(spec: spec, perWorker: sizes.socketsPerWorker, executable: selfExecutable)
+        let fleet = try await WorkerFleet.start(
+            spec: spec, perWorker: sizes.socketsPerWorker, executable: selfExecutable)
         do {
             let opened = try await fleet.open()
             guard opened.failed == 0, opened.opened == spec.count else {
                 throw BenchFailure(
-                    "\(opened.failed) of \(spec.count) handshakes failed: \(opened.failureSamples.prefix(3).joined(separator: " | "))")
+                    "\(opened.failed) of \(spec.count) handshakes failed: \(opened.failureSamples.prefix(3).joined(separator: " | "))"
+                )
             }
             let result = try await body(fleet, opened)
             await fleet.shutdown()
@@ -121,7 +128,8 @@ final class BenchContext {
         try server.checkAlive("during \(label)")
         guard received.isClean else { throw BenchFailure("\(label): \(received.problems)") }
         if received.latency.negatives > 0 {
-            report.note("\(label): \(received.latency.negatives) negative latencies (wall clock stepped?), counted as 0")
+            report.note(
+                "\(label): \(received.latency.negatives) negative latencies (wall clock stepped?), counted as 0")
         }
         return (
             sent, received, both(cpuBefore, cpuAfter).map { $1 - $0 }, both(clientBefore, clientAfter).map { $1 - $0 }

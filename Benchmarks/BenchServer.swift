@@ -65,7 +65,9 @@ final class BenchServer: Sendable {
     /// GET /health on a plain blocking socket.
     func health() async throws -> Health {
         let port = self.port
-        let body = try await onThread("bench-health") { try HTTPGet.body(host: "127.0.0.1", port: port, path: "/health") }
+        let body = try await onThread("bench-health") {
+            try HTTPGet.body(host: "127.0.0.1", port: port, path: "/health")
+        }
         let json: JSONValue
         do {
             json = try JSONParser.parse(body)
@@ -88,7 +90,9 @@ final class BenchServer: Sendable {
     }
 
     /// Polls /health until `condition` holds; returns the wall clock (µs) when it did.
-    func waitForHealth(timeout: Double, interval: Double = 0.01, _ condition: (Health) -> Bool) async throws -> (Int64, Health) {
+    func waitForHealth(timeout: Double, interval: Double = 0.01, _ condition: (Health) -> Bool) async throws -> (
+        Int64, Health
+    ) {
         let deadline = Clock.monotonic() + timeout
         var last: Health? = nil
         while Clock.monotonic() < deadline {
@@ -97,7 +101,9 @@ final class BenchServer: Sendable {
             last = health
             try await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
         }
-        throw BenchFailure("the server's /health did not reach the expected state within \(Int(timeout)) s; last: \(String(describing: last))")
+        throw BenchFailure(
+            "the server's /health did not reach the expected state within \(Int(timeout)) s; last: \(String(describing: last))"
+        )
     }
 
     /// SIGTERM, then the exit status (SIGKILL after 15 s).
@@ -131,7 +137,9 @@ enum HTTPGet {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard connected == 0 else { throw BenchFailure("cannot connect to \(host):\(port) for \(path): errno \(errno)") }
+        guard connected == 0 else {
+            throw BenchFailure("cannot connect to \(host):\(port) for \(path): errno \(errno)")
+        }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n\r\n".utf8)
         guard write(fd, request, request.count) == request.count else { throw BenchFailure("write failed for \(path)") }
         var response: [UInt8] = []
@@ -142,7 +150,9 @@ enum HTTPGet {
             response += chunk[0..<n]
         }
         let text = String(decoding: response, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { throw BenchFailure("no HTTP response for \(path): '\(text.prefix(100))'") }
+        guard let split = text.range(of: "\r\n\r\n") else {
+            throw BenchFailure("no HTTP response for \(path): '\(text.prefix(100))'")
+        }
         return String(text[split.upperBound...])
     }
 }

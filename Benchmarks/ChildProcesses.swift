@@ -20,12 +20,13 @@ final class ChildProcesses: Sendable {
     func stopChildrenOnSignals() {
         for signalNumber in [SIGINT, SIGTERM] {
             #if canImport(Darwin)
-            signal(signalNumber, SIG_IGN)  // kqueue delivers it to the source; Linux's dispatch needs the default
+                signal(signalNumber, SIG_IGN)  // kqueue delivers it to the source; Linux's dispatch needs the default
             #endif
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [self] in
                 let children = pids.withLock { $0 }
-                FileHandle.standardError.write(Data("pgws-bench: interrupted, stopping \(children.count) child processes\n".utf8))
+                FileHandle.standardError.write(
+                    Data("pgws-bench: interrupted, stopping \(children.count) child processes\n".utf8))
                 for pid in children { kill(pid, SIGTERM) }
                 let deadline = Clock.monotonic() + 3
                 while Clock.monotonic() < deadline, children.contains(where: { kill($0, 0) == 0 }) {

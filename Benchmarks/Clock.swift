@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The two clocks of the benchmark. Latencies cross processes (sender, server, workers),

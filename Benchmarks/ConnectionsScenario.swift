@@ -16,31 +16,45 @@ extension BenchContext {
                 try await Task.sleep(for: .seconds(1))
                 let health = try await server.health()
                 guard health.connections == s.idleSockets else {
-                    throw BenchFailure("/health reports \(health.connections) connections with \(s.idleSockets) sockets open")
+                    throw BenchFailure(
+                        "/health reports \(health.connections) connections with \(s.idleSockets) sockets open")
                 }
                 guard let rssAfter = server.rssKB else { throw BenchFailure("cannot read the server's VmRSS") }
                 let seconds = Double(opened.endMicros - opened.startMicros) / 1e6
                 let workers = (s.idleSockets + s.socketsPerWorker - 1) / s.socketsPerWorker
                 report.add(
-                    "connections", "\(Report.grouped(s.idleSockets)) sockets: handshakes/s", Double(opened.opened) / seconds, "/s",
+                    "connections", "\(Report.grouped(s.idleSockets)) sockets: handshakes/s",
+                    Double(opened.opened) / seconds, "/s",
                     target: .atLeast(5000),
-                    method: "sockets / (last 101 received - first connect), \(workers) worker process(es) with \(s.handshakeConcurrency) handshakes in flight each; every socket its own HS256 token (distinct sid claim), all on one channel; TCP connect + upgrade + JWT check + 101")
+                    method:
+                        "sockets / (last 101 received - first connect), \(workers) worker process(es) with \(s.handshakeConcurrency) handshakes in flight each; every socket its own HS256 token (distinct sid claim), all on one channel; TCP connect + upgrade + JWT check + 101"
+                )
                 let handshakeMethod = "per socket: connect start to verified 101, at that concurrency"
-                report.add("connections", "handshake time p50", ms(opened.handshake.percentile(50)), "ms", method: handshakeMethod)
-                report.add("connections", "handshake time p99", ms(opened.handshake.percentile(99)), "ms", method: handshakeMethod)
+                report.add(
+                    "connections", "handshake time p50", ms(opened.handshake.percentile(50)), "ms",
+                    method: handshakeMethod)
+                report.add(
+                    "connections", "handshake time p99", ms(opened.handshake.percentile(99)), "ms",
+                    method: handshakeMethod)
                 report.add(
                     "connections", "server CPU per handshake", cpu.map { $0 / Double(opened.opened) * 1e6 }, "µs",
                     method: "server utime+stime (/proc/<pid>/stat) while the sockets opened, / sockets")
                 report.add(
-                    "connections", "server RSS per idle socket", Double(rssAfter - rssBefore) / Double(s.idleSockets), "KiB",
+                    "connections", "server RSS per idle socket", Double(rssAfter - rssBefore) / Double(s.idleSockets),
+                    "KiB",
                     target: s.idleSockets >= 10_000 ? .atMost(8) : nil,
-                    method: "(VmRSS 1 s after all sockets opened - VmRSS of the fresh server before) / sockets (target applies from 10,000 sockets)",
-                    workload: "server VmRSS from \(Report.grouped(rssBefore)) KiB to \(Report.grouped(rssAfter)) KiB with \(Report.grouped(s.idleSockets)) idle sockets")
+                    method:
+                        "(VmRSS 1 s after all sockets opened - VmRSS of the fresh server before) / sockets (target applies from 10,000 sockets)",
+                    workload:
+                        "server VmRSS from \(Report.grouped(rssBefore)) KiB to \(Report.grouped(rssAfter)) KiB with \(Report.grouped(s.idleSockets)) idle sockets"
+                )
                 // Idle sockets must still all be open: none closed or dropped by the server.
                 let check = try await fleet.collect(phase: 0, expected: 0, stallSeconds: 0.1)
                 guard check.isClean else { throw BenchFailure("idle sockets: \(check.problems)") }
                 let closed = try await fleet.close()
-                if closed.stillOpen > 0 { report.note("connections: \(closed.stillOpen) sockets still open 30 s after their close frame") }
+                if closed.stillOpen > 0 {
+                    report.note("connections: \(closed.stillOpen) sockets still open 30 s after their close frame")
+                }
             }
         }
     }

@@ -33,7 +33,8 @@ extension BenchContext {
             payloadSize: envelopeSize, kind: .singles)
         say("  ingest baseline: \(s.baselineNotifies) single-NOTIFY transactions")
         let baselineSink = StreamSink(phase: stream.phase)
-        let baselineListener = try NotificationListener(uri: databaseURI, channels: [stream.channel], sink: baselineSink)
+        let baselineListener = try NotificationListener(
+            uri: databaseURI, channels: [stream.channel], sink: baselineSink)
         let sent: SendReport
         do {
             sent = try await NotifySender.send(stream, uri: databaseURI)
@@ -57,7 +58,8 @@ extension BenchContext {
         }
     }
 
-    private func measureIngest(server: BenchServer, window windowSize: Int?, label: String) async throws -> IngestResult {
+    private func measureIngest(server: BenchServer, window windowSize: Int?, label: String) async throws -> IngestResult
+    {
         let s = sizes
         let base = channel("ingest")
         let each = s.ingestChannelEach
@@ -77,7 +79,9 @@ extension BenchContext {
         do {
             let opened = await fleet.open()
             guard opened.failed == 0 else {
-                throw BenchFailure("\(opened.failed) writer handshakes failed: \(opened.failureSamples.prefix(3).joined(separator: " | "))")
+                throw BenchFailure(
+                    "\(opened.failed) writer handshakes failed: \(opened.failureSamples.prefix(3).joined(separator: " | "))"
+                )
             }
             say("  ingest (\(label)): \(s.writers) writers × \(s.messages) messages")
             let cpuBefore = server.cpuSeconds
@@ -88,7 +92,9 @@ extension BenchContext {
             let losses = await fleet.losses()
             _ = await fleet.close(timeout: 10)
             await fleet.shutdown()
-            if let failure = await listener.stop() { throw BenchFailure("the ingest listener lost its connection: \(failure)") }
+            if let failure = await listener.stop() {
+                throw BenchFailure("the ingest listener lost its connection: \(failure)")
+            }
             try server.checkAlive("during ingest")
             let complete = sink.completeWriters(expected: s.messages)
             guard received, sink.total == total, complete == s.writers, sink.duplicates == 0, sink.gaps == 0,
@@ -97,7 +103,8 @@ extension BenchContext {
                 throw BenchFailure(
                     "\(sink.total) of \(total) messages reached PostgreSQL; \(s.writers - complete) writers incomplete; "
                         + "\(sink.duplicates) duplicated/reordered, \(sink.gaps) missing in sequence, \(sink.malformed) malformed; "
-                        + "\(losses.count) sockets closed/dropped; e.g. \((sink.samples + losses.samples).prefix(3).joined(separator: " | "))")
+                        + "\(losses.count) sockets closed/dropped; e.g. \((sink.samples + losses.samples).prefix(3).joined(separator: " | "))"
+                )
             }
         } catch {
             _ = await listener.stop()
@@ -112,14 +119,21 @@ extension BenchContext {
             + (windowSize.map { ", each writer holding at most \($0) messages not yet seen by the listener" } ?? "")
         report.add(
             "ingest", "\(label): messages reaching PostgreSQL/s", rate, "/s", target: .atLeast(100_000),
-            method: "messages counted on a bare libpq LISTEN connection (each envelope's writer and sequence checked) / (last received - writers started)",
+            method:
+                "messages counted on a bare libpq LISTEN connection (each envelope's writer and sequence checked) / (last received - writers started)",
             workload: workload)
-        let latencyMethod = "writer's wall clock stamped in the message just before it was written, to the bare libpq listener's wall clock when it read the envelope"
-        report.add("ingest", "\(label): message to PostgreSQL listener p50", ms(sink.latency.percentile(50)), "ms", method: latencyMethod, workload: workload)
-        report.add("ingest", "\(label): message to PostgreSQL listener p99", ms(sink.latency.percentile(99)), "ms", method: latencyMethod, workload: workload)
+        let latencyMethod =
+            "writer's wall clock stamped in the message just before it was written, to the bare libpq listener's wall clock when it read the envelope"
+        report.add(
+            "ingest", "\(label): message to PostgreSQL listener p50", ms(sink.latency.percentile(50)), "ms",
+            method: latencyMethod, workload: workload)
+        report.add(
+            "ingest", "\(label): message to PostgreSQL listener p99", ms(sink.latency.percentile(99)), "ms",
+            method: latencyMethod, workload: workload)
         report.add(
             "ingest", "\(label): server CPU per message", cpu.map { $0 / Double(total) * 1e6 }, "µs",
-            method: "server utime+stime (/proc/<pid>/stat) from the writers' start until the listener had every message, / messages",
+            method:
+                "server utime+stime (/proc/<pid>/stat) from the writers' start until the listener had every message, / messages",
             workload: workload)
         return IngestResult(rate: rate, envelopeSize: min(7999, max(48, sink.envelopeBytes / max(1, sink.total))))
     }

@@ -146,7 +146,9 @@ final class LoadHandler: ChannelInboundHandler {
         let lines = head.split(separator: "\r\n")
         let statusLine = lines.first.map(String.init) ?? ""
         guard statusLine.hasPrefix("HTTP/1.1 101") else {
-            failHandshake("answer was '\(statusLine)' \(buffer.readString(length: min(200, buffer.readableBytes)) ?? "")", context: context)
+            failHandshake(
+                "answer was '\(statusLine)' \(buffer.readString(length: min(200, buffer.readableBytes)) ?? "")",
+                context: context)
             return false
         }
         let accept = lines.dropFirst().first { $0.lowercased().hasPrefix("sec-websocket-accept:") }
@@ -350,7 +352,10 @@ final class LoadHandler: ChannelInboundHandler {
         random ^= random << 17
         let key = UInt32(truncatingIfNeeded: random)
         buffer.writeInteger(key)
-        let mask = (UInt8(key >> 24), UInt8(truncatingIfNeeded: key >> 16), UInt8(truncatingIfNeeded: key >> 8), UInt8(truncatingIfNeeded: key))
+        let mask = (
+            UInt8(key >> 24), UInt8(truncatingIfNeeded: key >> 16), UInt8(truncatingIfNeeded: key >> 8),
+            UInt8(truncatingIfNeeded: key)
+        )
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { out in
             var position = 0
             for byte in payload {

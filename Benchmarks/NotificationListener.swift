@@ -49,7 +49,8 @@ final class NotificationListener: @unchecked Sendable {
             while let notify = PQnotifies(connection) {
                 let extra = notify.pointee.extra!
                 sink.received(
-                    channel: notify.pointee.relname, payload: UnsafeRawBufferPointer(start: extra, count: strlen(extra)),
+                    channel: notify.pointee.relname,
+                    payload: UnsafeRawBufferPointer(start: extra, count: strlen(extra)),
                     now: now)
                 PQfreemem(notify)
                 n += 1

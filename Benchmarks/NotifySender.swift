@@ -84,7 +84,11 @@ enum NotifySender {
                 let now = Clock.wallMicros()
                 if seq == 0 { report.firstSend = now }
                 try session.exec(
-                    sql, [stream.channel, String(stream.phase), String(now), String(stream.payloadSize), String(seq), String(last)])
+                    sql,
+                    [
+                        stream.channel, String(stream.phase), String(now), String(stream.payloadSize), String(seq),
+                        String(last),
+                    ])
                 report.statements += 1
                 report.notifies += last - seq + 1
                 seq = last + 1

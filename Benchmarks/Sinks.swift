@@ -18,7 +18,9 @@ final class StreamSink: NotificationSink {
         guard let fields = Payload.parse(UnsafeRawBufferPointer(rebasing: payload.prefix(64))), fields.tag == phase
         else {
             unparsable += 1
-            if samples.count < 5 { samples.append("unexpected payload '\(String(decoding: payload.prefix(40), as: UTF8.self))'") }
+            if samples.count < 5 {
+                samples.append("unexpected payload '\(String(decoding: payload.prefix(40), as: UTF8.self))'")
+            }
             return
         }
         if fields.seq != nextSeq {

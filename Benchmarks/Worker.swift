@@ -6,7 +6,8 @@ import Foundation
 /// line on stdout, prefixed with `WorkerLink.prefix`, for each JSON command on stdin.
 struct WorkerCommandLine: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "worker", abstract: "Internal: holds load sockets for the benchmark process.", shouldDisplay: false)
+        commandName: "worker", abstract: "Internal: holds load sockets for the benchmark process.", shouldDisplay: false
+    )
 
     @Option(help: "FleetSpec as JSON.")
     var spec: String

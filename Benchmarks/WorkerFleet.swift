@@ -64,7 +64,8 @@ final class WorkerProcess: @unchecked Sendable {
                 FileHandle.standardError.write(Data("[worker \(pid)] \(line)\n".utf8))
                 continue
             }
-            let reply = try JSONDecoder().decode(WorkerReply.self, from: Data(line.dropFirst(WorkerLink.prefix.count).utf8))
+            let reply = try JSONDecoder().decode(
+                WorkerReply.self, from: Data(line.dropFirst(WorkerLink.prefix.count).utf8))
             if let error = reply.error { throw BenchFailure("worker \(pid): \(error)") }
             return reply
         }
@@ -105,7 +106,9 @@ final class WorkerFleet: Sendable {
         let fleet = WorkerFleet(workers: workers, count: spec.count)
         do {
             for worker in workers {
-                guard try await worker.reply(timeout: 120).ready else { throw BenchFailure("worker \(worker.pid) not ready") }
+                guard try await worker.reply(timeout: 120).ready else {
+                    throw BenchFailure("worker \(worker.pid) not ready")
+                }
             }
         } catch {
             await fleet.shutdown()
@@ -124,7 +127,9 @@ final class WorkerFleet: Sendable {
         for worker in workers { try worker.send(WorkerCommand(kind: .open)) }
         var report = OpenReport()
         for worker in workers {
-            guard let part = try await worker.reply(timeout: 600).opened else { throw BenchFailure("worker: no open report") }
+            guard let part = try await worker.reply(timeout: 600).opened else {
+                throw BenchFailure("worker: no open report")
+            }
             report.merge(part)
         }
         return report
@@ -135,7 +140,9 @@ final class WorkerFleet: Sendable {
         for worker in workers { try worker.send(command) }
         var report: PhaseReport? = nil
         for worker in workers {
-            guard let part = try await worker.reply(timeout: 3600).collected else { throw BenchFailure("worker: no phase report") }
+            guard let part = try await worker.reply(timeout: 3600).collected else {
+                throw BenchFailure("worker: no phase report")
+            }
             if report == nil { report = part } else { report!.merge(part) }
         }
         return report!
@@ -145,7 +152,9 @@ final class WorkerFleet: Sendable {
         for worker in workers { try worker.send(WorkerCommand(kind: .close)) }
         var report = CloseReport()
         for worker in workers {
-            guard let part = try await worker.reply(timeout: 120).closed else { throw BenchFailure("worker: no close report") }
+            guard let part = try await worker.reply(timeout: 120).closed else {
+                throw BenchFailure("worker: no close report")
+            }
             report.merge(part)
         }
         return report

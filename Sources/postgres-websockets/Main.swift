@@ -5,7 +5,7 @@ import ServiceLifecycle
 import UnixSignals
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @main
@@ -13,7 +13,8 @@ struct PostgresWebSocketsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postgres-websockets",
         abstract: "Bridges PostgreSQL LISTEN/NOTIFY and WebSocket clients authorized by JWTs.",
-        discussion: "Every setting of CONFIG_FILE can be given or overridden by its PGWS_* environment variable; see README.md."
+        discussion:
+            "Every setting of CONFIG_FILE can be given or overridden by its PGWS_* environment variable; see README.md."
     )
 
     @Argument(help: "Configuration file (key = value lines, as in sample.conf).")

@@ -118,7 +118,9 @@ import Testing
 
     @Test func idleSocketsArePingedAndDroppedWhenSilent() async throws {
         // A pong timeout with room for a loaded 2-core machine to answer in time.
-        try await TestServer.with({ $0.pingInterval = 0.3; $0.pongTimeout = 2 }) { server in
+        try await TestServer.with({
+            $0.pingInterval = 0.3; $0.pongTimeout = 2
+        }) { server in
             let channel = uniqueChannel()
             let alive = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))")
             let silent = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))", answerPings: false)

@@ -23,14 +23,16 @@ import Testing
 
     @Test func staticFilesAreServedFromRootOnly() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("pgws-root-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: root.appendingPathComponent("sub"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: root) }
         try "<h1>demo</h1>".write(to: root.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
         try "body{}".write(to: root.appendingPathComponent("sub/style.css"), atomically: true, encoding: .utf8)
         let secret = root.deletingLastPathComponent().appendingPathComponent("pgws-secret-\(UUID().uuidString).txt")
         try "secret".write(to: secret, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: secret) }
-        try FileManager.default.createSymbolicLink(at: root.appendingPathComponent("escape.txt"), withDestinationURL: secret)
+        try FileManager.default.createSymbolicLink(
+            at: root.appendingPathComponent("escape.txt"), withDestinationURL: secret)
 
         try await TestServer.with({ $0.rootPath = root.path }) { server in
             let index = try await HTTPGet.fetch(port: server.port, path: "/")
@@ -42,7 +44,8 @@ import Testing
             #expect(css.headers["content-type"]?.hasPrefix("text/css") == true)
             let secretName = secret.lastPathComponent
             for path in [
-                "/../\(secretName)", "/sub/../../\(secretName)", "/%2e%2e/\(secretName)", "/sub/%2E%2E/%2E%2E/\(secretName)",
+                "/../\(secretName)", "/sub/../../\(secretName)", "/%2e%2e/\(secretName)",
+                "/sub/%2E%2E/%2E%2E/\(secretName)",
                 "/escape.txt", "/missing.html", "/%00index.html", "/%zz",
             ] {
                 let response = try await HTTPGet.fetch(port: server.port, path: path)

@@ -19,7 +19,8 @@ import Testing
         }
         #expect(refusal.status == status, "body: \(refusal.body)", sourceLocation: sourceLocation)
         #expect(refusal.body.contains(reason), "body: \(refusal.body)", sourceLocation: sourceLocation)
-        #expect(refusal.body.filter { $0 == "\n" }.count == 1, "one line: \(refusal.body)", sourceLocation: sourceLocation)
+        #expect(
+            refusal.body.filter { $0 == "\n" }.count == 1, "one line: \(refusal.body)", sourceLocation: sourceLocation)
         #expect(refusal.headers["content-type"]?.hasPrefix("text/plain") == true, sourceLocation: sourceLocation)
     }
 
@@ -77,7 +78,8 @@ import Testing
             let channel = "room \(UUID().uuidString.prefix(6)) ✓/é"
             let client = try await server.connect("/\(TestServer.pathSegment(channel))/\(TestTokens.mint(mode: "r"))")
             try await expectReads(client, channel, db: db)
-            try await expectRefusal(server, "/bad%zzname/\(TestTokens.mint(mode: "r"))", status: 403, reason: "percent-encoding")
+            try await expectRefusal(
+                server, "/bad%zzname/\(TestTokens.mint(mode: "r"))", status: 403, reason: "percent-encoding")
         }
     }
 
@@ -88,7 +90,8 @@ import Testing
             let longest = prefix + String(repeating: "x", count: 63 - prefix.utf8.count)
             let client = try await server.connect("/\(longest)/\(TestTokens.mint(mode: "r"))")
             try await expectReads(client, longest, db: db)
-            try await expectRefusal(server, "/\(longest)y/\(TestTokens.mint(mode: "r"))", status: 403, reason: "longer than 63 bytes")
+            try await expectRefusal(
+                server, "/\(longest)y/\(TestTokens.mint(mode: "r"))", status: 403, reason: "longer than 63 bytes")
             // 62 ASCII bytes plus one two-byte character: 64 bytes, though 63 characters.
             let multibyte = String(repeating: "x", count: 62) + "é"
             try await expectRefusal(
@@ -102,9 +105,11 @@ import Testing
     @Test func modeClaimIsRequiredAndChecked() async throws {
         try await TestServer.with { server in
             let channel = uniqueChannel()
-            try await expectRefusal(server, "/\(channel)/\(TestTokens.mint(mode: nil))", status: 403, reason: "no mode claim")
+            try await expectRefusal(
+                server, "/\(channel)/\(TestTokens.mint(mode: nil))", status: 403, reason: "no mode claim")
             for mode in ["x", "wr", "R", ""] {
-                try await expectRefusal(server, "/\(channel)/\(TestTokens.mint(mode: mode))", status: 403, reason: "mode claim")
+                try await expectRefusal(
+                    server, "/\(channel)/\(TestTokens.mint(mode: mode))", status: 403, reason: "mode claim")
             }
             let numeric = TestTokens.mint(claimsJSON: #"{"mode":1}"#)
             try await expectRefusal(server, "/\(channel)/\(numeric)", status: 403, reason: "mode claim")
@@ -121,18 +126,23 @@ import Testing
             try await expectRefusal(
                 server, "/\(channel)/\(TestTokens.mint(mode: "rw", secret: "another secret"))", status: 401,
                 reason: "invalid JWT signature")
-            try await expectRefusal(server, "/\(channel)/\(good.dropLast(2))", status: 401, reason: "invalid JWT signature")
+            try await expectRefusal(
+                server, "/\(channel)/\(good.dropLast(2))", status: 401, reason: "invalid JWT signature")
             try await expectRefusal(
                 server, "/\(channel)/\(TestTokens.mint(mode: "rw", exp: now - 5))", status: 401, reason: "JWT expired")
             try await expectRefusal(
                 server, "/\(channel)/\(TestTokens.mint(mode: "rw", nbf: now + 3600))", status: 401,
                 reason: "JWT not yet valid")
-            let unsigned = TestTokens.segment(#"{"alg":"none","typ":"JWT"}"#) + "." + TestTokens.segment(#"{"mode":"rw"}"#) + "."
-            try await expectRefusal(server, "/\(channel)/\(unsigned)", status: 401, reason: "unsupported JWT algorithm none")
+            let unsigned =
+                TestTokens.segment(#"{"alg":"none","typ":"JWT"}"#) + "." + TestTokens.segment(#"{"mode":"rw"}"#) + "."
+            try await expectRefusal(
+                server, "/\(channel)/\(unsigned)", status: 401, reason: "unsupported JWT algorithm none")
             let rs256 = TestTokens.mint(claimsJSON: #"{"mode":"rw"}"#, headerJSON: #"{"alg":"RS256"}"#)
-            try await expectRefusal(server, "/\(channel)/\(rs256)", status: 401, reason: "unsupported JWT algorithm RS256")
+            try await expectRefusal(
+                server, "/\(channel)/\(rs256)", status: 401, reason: "unsupported JWT algorithm RS256")
             let stringExp = TestTokens.mint(claimsJSON: #"{"mode":"rw","exp":"4102444800"}"#)
-            try await expectRefusal(server, "/\(channel)/\(stringExp)", status: 401, reason: "exp claim is not a number")
+            try await expectRefusal(
+                server, "/\(channel)/\(stringExp)", status: 401, reason: "exp claim is not a number")
         }
     }
 
@@ -141,7 +151,8 @@ import Testing
             let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
             for algorithm in JWTAlgorithm.allCases {
                 let channel = uniqueChannel()
-                let token = TestTokens.mint(mode: "r", channel: channel, exp: Date().timeIntervalSince1970 + 600, algorithm: algorithm)
+                let token = TestTokens.mint(
+                    mode: "r", channel: channel, exp: Date().timeIntervalSince1970 + 600, algorithm: algorithm)
                 let client = try await server.connect("/\(token)")
                 try await expectReads(client, channel, db: db)
             }
@@ -152,8 +163,10 @@ import Testing
     @Test func readmeTokensOfPostgresWebsocketsWork() async throws {
         try await TestServer.with { server in
             let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
-            let modeOnly = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtb2RlIjoicncifQ.QKGnMJe41OFZcjz_qQSplmWAmVd_hmVjijKUNoJYpis"
-            let withChat = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtb2RlIjoicnciLCJjaGFubmVsIjoiY2hhdCJ9.fEm6P7GHeJWZG8OtZhv3H0JdqPljE5dainvsoupM9pA"
+            let modeOnly =
+                "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtb2RlIjoicncifQ.QKGnMJe41OFZcjz_qQSplmWAmVd_hmVjijKUNoJYpis"
+            let withChat =
+                "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtb2RlIjoicnciLCJjaGFubmVsIjoiY2hhdCJ9.fEm6P7GHeJWZG8OtZhv3H0JdqPljE5dainvsoupM9pA"
             let channel = uniqueChannel()
             let first = try await server.connect("/\(channel)/\(modeOnly)")
             try await expectReads(first, channel, db: db)
@@ -186,15 +199,23 @@ import Testing
                 guard case .refused(let refusal) = outcome else { throw WaitTimeout(what: "a refusal") }
                 return refusal
             }
-            let missingKey = try await raw("GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            let missingKey = try await raw(
+                "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
             #expect(missingKey.status == 400)
             #expect(missingKey.body.contains("Sec-WebSocket-Key"))
-            let badKey = try await raw("GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            let badKey = try await raw(
+                "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
             #expect(badKey.status == 400)
-            let oldVersion = try await raw("GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+            let oldVersion = try await raw(
+                "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+            )
             #expect(oldVersion.status == 426)
             #expect(oldVersion.headers["sec-websocket-version"] == "13")
-            let post = try await raw("POST \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n")
+            let post = try await raw(
+                "POST \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"
+            )
             #expect(post.status == 405)
             let garbage = try await raw("\u{1}\u{2}GARBAGE\r\n\r\n")
             #expect(garbage.status == 400)

@@ -51,14 +51,17 @@ import Testing
             let header = TestTokens.segment(#"{"alg":"none","typ":"JWT"}"#)
             return header + "." + parts[1] + "." + (Bool.random(using: &rng) ? "" : parts[2])
         case 6:  // a kid header pasted onto a valid token: the signature no longer matches
-            return TestTokens.segment(#"{"alg":"HS256","typ":"JWT","kid":"\#(junk(8))"}"#) + "." + parts[1] + "." + parts[2]
+            return TestTokens.segment(#"{"alg":"HS256","typ":"JWT","kid":"\#(junk(8))"}"#) + "." + parts[1] + "."
+                + parts[2]
         case 7:  // claims that are not JSON, correctly signed
-            let text = ["mode=rw", "{", "{\"mode\":\"rw\"", "[]", "null", "\"rw\"", "{\"mode\":\"rw\",}", junk(30)].randomElement(using: &rng)!
+            let text = ["mode=rw", "{", "{\"mode\":\"rw\"", "[]", "null", "\"rw\"", "{\"mode\":\"rw\",}", junk(30)]
+                .randomElement(using: &rng)!
             return TestTokens.mint(claimsJSON: text)
         case 8:  // claims of the wrong types, correctly signed
             let claims = [
                 #"{"mode":1,"channel":"fuzz"}"#, #"{"mode":["rw"],"channel":"fuzz"}"#, #"{"mode":"rw","channel":5}"#,
-                #"{"mode":"rw","channels":"fuzz"}"#, #"{"mode":"rw","channels":[1,2]}"#, #"{"mode":null,"channel":"fuzz"}"#,
+                #"{"mode":"rw","channels":"fuzz"}"#, #"{"mode":"rw","channels":[1,2]}"#,
+                #"{"mode":null,"channel":"fuzz"}"#,
                 #"{"mode":"rw","channel":{"a":1}}"#, #"{"mode":"rwx","channel":"fuzz"}"#,
             ].randomElement(using: &rng)!
             return TestTokens.mint(claimsJSON: claims)
@@ -71,7 +74,9 @@ import Testing
             return TestTokens.mint(claimsJSON: claims)
         case 10:  // deeply nested or duplicated claims
             let depth = Int.random(in: 40..<2000, using: &rng)
-            let nested = #"{"mode":"rw","channel":"fuzz","x":"# + String(repeating: "[", count: depth) + String(repeating: "]", count: depth) + "}"
+            let nested =
+                #"{"mode":"rw","channel":"fuzz","x":"# + String(repeating: "[", count: depth)
+                + String(repeating: "]", count: depth) + "}"
             let duplicate = #"{"mode":"r","mode":"rw","channel":"fuzz"}"#
             return TestTokens.mint(claimsJSON: Bool.random(using: &rng) ? nested : duplicate)
         case 11:  // wrong number of segments
@@ -103,7 +108,9 @@ import Testing
                             case .refused(let refusal):
                                 counts[refusal.status, default: 0] += 1
                                 if refusal.status != 401 && refusal.status != 403 {
-                                    Issue.record("mutation \(index) (\(token.prefix(80))) got \(refusal.status): \(refusal.body)")
+                                    Issue.record(
+                                        "mutation \(index) (\(token.prefix(80))) got \(refusal.status): \(refusal.body)"
+                                    )
                                 }
                             case .upgraded(let client):
                                 counts[101, default: 0] += 1
@@ -136,31 +143,64 @@ import Testing
             let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             var cases: [(String, [UInt8], Set<Int>)] = []
-            func add(_ name: String, _ request: [UInt8], _ expected: Set<Int>) { cases.append((name, request, expected)) }
+            func add(_ name: String, _ request: [UInt8], _ expected: Set<Int>) {
+                cases.append((name, request, expected))
+            }
             let noise: [UInt8] = (0..<512).map { (i: Int) -> UInt8 in UInt8(truncatingIfNeeded: i &* 37 &+ 11) }
             add("missing key", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\r\n".utf8), [400])
             add("two keys", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\(key)\r\n".utf8), [400])
-            add("wrong version", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 7\r\n\(key)\r\n".utf8), [426])
-            add("no Connection: Upgrade", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\(key)\r\n".utf8), [400])
-            add("absurd path", Array("GET /\(String(repeating: "a/", count: 500))\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [404])
+            add(
+                "wrong version",
+                Array(
+                    "GET /c/\(token) HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 7\r\n\(key)\r\n"
+                        .utf8), [426])
+            add(
+                "no Connection: Upgrade",
+                Array(
+                    "GET /c/\(token) HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\(key)\r\n"
+                        .utf8), [400])
+            add(
+                "absurd path",
+                Array(
+                    "GET /\(String(repeating: "a/", count: 500))\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8),
+                [404])
             add("empty path", Array("GET / HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [401])
             add("double slash", Array("GET //\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403])
             add("asterisk", Array("GET * HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [400, 401, 404])
-            add("absolute URI", Array("GET http://h/c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [400, 401, 404])
-            add("bad percent in channel", Array("GET /c%zz/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403])
+            add(
+                "absolute URI", Array("GET http://h/c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8),
+                [400, 401, 404])
+            add(
+                "bad percent in channel", Array("GET /c%zz/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403]
+            )
             add("truncated percent", Array("GET /c%/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403])
             add("bad percent in token", Array("GET /c/%G0\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [401])
             add("non-UTF-8 channel", Array("GET /%FF%FE/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403])
-            add("64-byte channel", Array("GET /\(String(repeating: "c", count: 64))/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403])
-            add("encoded NUL in channel", Array("GET /a%00b/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [403])
-            add("raw NUL in path", Array("GET /a".utf8) + [0] + Array("b/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [400])
+            add(
+                "64-byte channel",
+                Array("GET /\(String(repeating: "c", count: 64))/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8),
+                [403])
+            add(
+                "encoded NUL in channel", Array("GET /a%00b/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8),
+                [403])
+            add(
+                "raw NUL in path",
+                Array("GET /a".utf8) + [0] + Array("b/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [400])
             add("NUL in a header", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\u{0}x\r\n\(ws)\(key)\r\n".utf8), [400])
             add("header without colon", Array("GET /c/\(token) HTTP/1.1\r\nHost h\r\n\(ws)\(key)\r\n".utf8), [400])
             add("HTTP/2 preface", Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8), [400, 405])
             add("unknown method", Array("BREW /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)\(key)\r\n".utf8), [400, 405])
             add("binary noise", noise, [400])
-            add("body on upgrade", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)Sec-WebSocket-Key: bad\r\nContent-Length: 5\r\n\r\nhello".utf8), [400])
-            add("chunked upgrade", Array("GET /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)Transfer-Encoding: chunked\r\nSec-WebSocket-Key: x\r\n\r\n0\r\n\r\n".utf8), [400])
+            add(
+                "body on upgrade",
+                Array(
+                    "GET /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)Sec-WebSocket-Key: bad\r\nContent-Length: 5\r\n\r\nhello"
+                        .utf8), [400])
+            add(
+                "chunked upgrade",
+                Array(
+                    "GET /c/\(token) HTTP/1.1\r\nHost: h\r\n\(ws)Transfer-Encoding: chunked\r\nSec-WebSocket-Key: x\r\n\r\n0\r\n\r\n"
+                        .utf8), [400])
             for (name, request, expected) in cases {
                 let connection = try await RawConnection.open(port: server.port)
                 try await connection.send(bytes: request)

@@ -18,7 +18,12 @@ import Testing
         let admin = try TestDatabase(uri: cluster.uri)
         try await admin.query("CREATE TABLE canary (id int)")
         let audit = #"audit"; DROP TABLE canary; --"#
-        try await TestServer.with(databaseURI: cluster.uri, { $0.auditChannel = audit; $0.metaChannel = "meta'; DROP TABLE canary;--" }) { server in
+        try await TestServer.with(
+            databaseURI: cluster.uri,
+            {
+                $0.auditChannel = audit; $0.metaChannel = "meta'; DROP TABLE canary;--"
+            }
+        ) { server in
             let receiver = try TestDatabase(uri: cluster.uri)
             for name in Self.hostileNames { try await receiver.listen(name) }
             for name in Self.hostileNames {
@@ -56,7 +61,9 @@ import Testing
     /// A statement the bridge may send: `(UN)LISTEN "ident";...`, the NOTIFY batch, the
     /// liveness probe (empty) or the introspection query.
     static func isAllowed(_ statement: String) -> Bool {
-        if statement.isEmpty || statement == notifyBatch || statement == "SELECT pg_listening_channels()" { return true }
+        if statement.isEmpty || statement == notifyBatch || statement == "SELECT pg_listening_channels()" {
+            return true
+        }
         var rest = Substring(statement)
         while !rest.isEmpty {
             if rest.hasPrefix("LISTEN \"") {

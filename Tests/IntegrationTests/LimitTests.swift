@@ -61,7 +61,9 @@ import Testing
             _ = try await server.connect(path, headers: [("Origin", "HTTP://LOCALHOST:3000")])
             // Non-browser clients send no Origin; the list is a browser (CSWSH) defence.
             _ = try await server.connect(path)
-            guard case .refused(let refusal) = try await server.open(path, headers: [("Origin", "https://evil.example")]) else {
+            guard
+                case .refused(let refusal) = try await server.open(path, headers: [("Origin", "https://evil.example")])
+            else {
                 Issue.record("a foreign origin was accepted")
                 return
             }

@@ -53,7 +53,10 @@ import Testing
             let exp = Date().timeIntervalSince1970 + 3600
             let token = TestTokens.mint(
                 mode: "rw", channel: channel, exp: exp.rounded(),
-                extra: [("user", .string("alice")), ("n", .number("12345678901234567890")), ("nested", .object([("k", .array([.bool(true), .null]))]))])
+                extra: [
+                    ("user", .string("alice")), ("n", .number("12345678901234567890")),
+                    ("nested", .object([("k", .array([.bool(true), .null]))])),
+                ])
             let client = try await server.connect("/\(token)")
             let before = Date().timeIntervalSince1970
             let text = "hello \"world\" \\ żółć\n"
@@ -204,7 +207,9 @@ import Testing
 
     @Test func channelNamesWithSQLSyntaxAreQuotedEverywhere() async throws {
         let audit = "audit\"; DROP TABLE canary; --" + String(UUID().uuidString.prefix(4))
-        try await TestServer.with({ $0.auditChannel = audit; $0.metaChannel = "meta'; DROP TABLE canary; --" }) { server in
+        try await TestServer.with({
+            $0.auditChannel = audit; $0.metaChannel = "meta'; DROP TABLE canary; --"
+        }) { server in
             try await db.query("CREATE TABLE IF NOT EXISTS canary (id int)")
             let channel = "a\"b'c; DROP TABLE canary; -- \\ żółć \(UUID().uuidString.prefix(4))"
             try await db.listen(channel)

@@ -50,7 +50,8 @@ import Testing
                 try await server.connect(channel: b, mode: "r"),
             ]
             let terminated = try await db.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'")
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'"
+            )
             #expect(terminated.count == 1)
             try await server.log.waitForLine(containing: "database connection lost")
             let restored = try await server.log.waitForLine(containing: "database connection restored")
@@ -94,7 +95,8 @@ import Testing
         let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         try await cluster.stopServer()
-        try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false, { $0.maxPendingMessages = 5 }) { server in
+        try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false, { $0.maxPendingMessages = 5 }) {
+            server in
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")
             let writer = try await server.connect(channel: channel, mode: "w")
@@ -173,7 +175,8 @@ import Testing
                 try await writer.send(text: "n\(i)")
                 if i == 100 || i == 250 {
                     try await db.query(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets notifier'")
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets notifier'"
+                    )
                 }
             }
             var seen: [String] = []

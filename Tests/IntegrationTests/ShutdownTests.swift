@@ -12,9 +12,13 @@ import Testing
         let channel = uniqueChannel()
         let db = try TestDatabase(uri: cluster.uri)
         try await db.listen(channel)
-        let server = try await ServerProcess(environment: ["PGWS_DB_URI": cluster.uri, "PGWS_JWT_SECRET": TestTokens.secret])
-        let reader = try await WebSocketClient.connect(port: server.port, path: "/\(channel)/\(TestTokens.mint(mode: "r"))")
-        let writer = try await WebSocketClient.connect(port: server.port, path: "/\(channel)/\(TestTokens.mint(mode: "w"))")
+        let server = try await ServerProcess(environment: [
+            "PGWS_DB_URI": cluster.uri, "PGWS_JWT_SECRET": TestTokens.secret,
+        ])
+        let reader = try await WebSocketClient.connect(
+            port: server.port, path: "/\(channel)/\(TestTokens.mint(mode: "r"))")
+        let writer = try await WebSocketClient.connect(
+            port: server.port, path: "/\(channel)/\(TestTokens.mint(mode: "w"))")
         try await writer.send(text: "first")
         _ = try await db.nextNotification()
 

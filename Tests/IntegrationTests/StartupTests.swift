@@ -5,7 +5,8 @@ import Testing
 
 /// The executable itself: how it treats bad configuration at start.
 @Suite struct StartupTests {
-    func runToExit(environment: [String: String], arguments: [String] = []) async throws -> (status: Int32, log: String) {
+    func runToExit(environment: [String: String], arguments: [String] = []) async throws -> (status: Int32, log: String)
+    {
         let process = try await ServerProcess(environment: environment, arguments: arguments, waitForListening: false)
         let status = try await process.waitForExit(timeout: 30)
         return (status, process.log)
@@ -21,7 +22,8 @@ import Testing
 
     @Test func unknownKeyIsNamedWithItsLine() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pgws-\(UUID().uuidString).conf")
-        try "# comment\ndb-uri = \"postgres://x\"\njwt-secret = \"s\"\nserver-prot = 3000\n".write(to: file, atomically: true, encoding: .utf8)
+        try "# comment\ndb-uri = \"postgres://x\"\njwt-secret = \"s\"\nserver-prot = 3000\n".write(
+            to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         let result = try await runToExit(environment: [:], arguments: [file.path])
         #expect(result.status == 1)
@@ -36,14 +38,17 @@ import Testing
         #expect(result.status == 1)
         #expect(result.log.contains("PGWS_JWT_SECRET"))
         #expect(!result.log.contains("not-base64"))
-        let port = try await runToExit(environment: ["PGWS_DB_URI": "postgres://x", "PGWS_JWT_SECRET": "s", "PGWS_PORT": "99999"])
+        let port = try await runToExit(environment: [
+            "PGWS_DB_URI": "postgres://x", "PGWS_JWT_SECRET": "s", "PGWS_PORT": "99999",
+        ])
         #expect(port.status == 1)
         #expect(port.log.contains("PGWS_PORT"))
         #expect(port.log.split(separator: "\n").count == 1)
     }
 
     @Test func sampleConfigurationIsValid() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let config = try Configuration.load(path: root.appendingPathComponent("sample.conf").path, environment: [:])
         #expect(config.jwtSecret == Array(TestTokens.secret.utf8))
         #expect(config.port == 3000)

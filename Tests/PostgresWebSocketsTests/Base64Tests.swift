@@ -72,7 +72,10 @@ struct Base64Tests {
 
     @Test(
         "bytes outside both alphabets are rejected",
-        arguments: ["Zm9v!", "Zm 9v", "Zm9v\n", "Zm9v\0", "Z.9v", "Zm9*", "Zm9v\u{E9}", "====", "Zg=a", "Zg==Zg==", "Z===", "m9vYg=="])
+        arguments: [
+            "Zm9v!", "Zm 9v", "Zm9v\n", "Zm9v\0", "Z.9v", "Zm9*", "Zm9v\u{E9}", "====", "Zg=a", "Zg==Zg==", "Z===",
+            "m9vYg==",
+        ])
     func invalidBytes(text: String) {
         #expect(Base64.decode(text) == nil)
     }

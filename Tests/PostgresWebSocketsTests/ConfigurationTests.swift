@@ -42,7 +42,8 @@ private func loadError(_ contents: String? = nil, environment: [String: String] 
 private struct TemporaryFile {
     let path: String
     init(_ contents: String) throws {
-        path = FileManager.default.temporaryDirectory
+        path =
+            FileManager.default.temporaryDirectory
             .appendingPathComponent("pgws-config-test-\(UUID().uuidString)").path
         try contents.write(toFile: path, atomically: false, encoding: .utf8)
     }
@@ -68,7 +69,9 @@ struct ConfigurationFileTests {
 
             """)
         #expect(parsed.path == "test.conf")
-        #expect(parsed.entries[.databaseURI] == ConfigurationFile.Entry(value: "postgres://postgres@127.0.0.1:54329/postgres", line: 3))
+        #expect(
+            parsed.entries[.databaseURI]
+                == ConfigurationFile.Entry(value: "postgres://postgres@127.0.0.1:54329/postgres", line: 3))
         #expect(parsed.entries[.port] == ConfigurationFile.Entry(value: "3000", line: 5))
         #expect(parsed.entries[.host]?.value == "*")
         #expect(parsed.entries[.secretIsBase64]?.value == "False")
@@ -112,7 +115,9 @@ struct ConfigurationFileTests {
 
     @Test("a key set twice is an error naming both lines")
     func duplicateKey() {
-        #expect(fileError("server-port = 1\n# x\nserver-port = 2\n") == "test.conf:3: 'server-port' is already set on line 1")
+        #expect(
+            fileError("server-port = 1\n# x\nserver-port = 2\n")
+                == "test.conf:3: 'server-port' is already set on line 1")
     }
 
     @Test("syntax errors name file:line and the key")
@@ -226,7 +231,9 @@ struct ConfigurationLoadTests {
             """
         let config = try load(
             contents,
-            environment: ["PGWS_PORT": "4000", "PGWS_JWT_SECRET": "env-secret", "PGWS_HOST": "", "PGWS_AUDIT_CHANNEL": "a"])
+            environment: [
+                "PGWS_PORT": "4000", "PGWS_JWT_SECRET": "env-secret", "PGWS_HOST": "", "PGWS_AUDIT_CHANNEL": "a",
+            ])
         #expect(config.port == 4000)
         #expect(config.jwtSecret == Array("env-secret".utf8))
         #expect(config.host == "file-host")
@@ -243,7 +250,9 @@ struct ConfigurationLoadTests {
             loadError(environment: ["PGWS_DB_URI": "postgres://x"])
                 == "jwt-secret is required: set it in the config file or in PGWS_JWT_SECRET")
         #expect(loadError("server-port = 1\n")?.contains("db-uri") == true)
-        #expect(loadError(environment: ["PGWS_DB_URI": "postgres://x", "PGWS_JWT_SECRET": ""])?.contains("PGWS_JWT_SECRET") == true)
+        #expect(
+            loadError(environment: ["PGWS_DB_URI": "postgres://x", "PGWS_JWT_SECRET": ""])?.contains("PGWS_JWT_SECRET")
+                == true)
     }
 
     @Test("empty db-uri or jwt-secret from the file is refused naming where it came from")
@@ -261,21 +270,29 @@ struct ConfigurationLoadTests {
         let crlf = try TemporaryFile("abc\r\n")
         defer { [uriFile, secretFile, twoNewlines, noNewline, crlf].forEach { $0.remove() } }
 
-        let config = try load(environment: ["PGWS_DB_URI": "@" + uriFile.path, "PGWS_JWT_SECRET": "@" + secretFile.path])
+        let config = try load(environment: [
+            "PGWS_DB_URI": "@" + uriFile.path, "PGWS_JWT_SECRET": "@" + secretFile.path,
+        ])
         #expect(config.databaseURI == "postgres://from-file/db")
         #expect(config.jwtSecret == Array("file secret ".utf8))
 
         let fromConf = try load("db-uri = \"@\(uriFile.path)\"\njwt-secret = \"@\(twoNewlines.path)\"")
         #expect(fromConf.jwtSecret == Array("abc\n".utf8))
-        #expect(try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "@" + noNewline.path]).jwtSecret == Array("abc".utf8))
-        #expect(try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "@" + crlf.path]).jwtSecret == Array("abc".utf8))
+        #expect(
+            try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "@" + noNewline.path]).jwtSecret
+                == Array("abc".utf8))
+        #expect(
+            try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "@" + crlf.path]).jwtSecret
+                == Array("abc".utf8))
         // Without @ a trailing newline is part of the secret.
-        #expect(try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "abc\n"]).jwtSecret == Array("abc\n".utf8))
+        #expect(
+            try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "abc\n"]).jwtSecret == Array("abc\n".utf8))
     }
 
     @Test("an unreadable @path names the key and the file")
     func missingPathFile() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pgws-missing-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pgws-missing-\(UUID().uuidString)")
+            .path
         let message = try #require(loadError(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "@" + path]))
         #expect(message.hasPrefix("PGWS_JWT_SECRET: cannot read \(path)"))
         let fromFile = try #require(loadError("db-uri = \"@\(path)\"\njwt-secret = \"x\""))
@@ -286,7 +303,10 @@ struct ConfigurationLoadTests {
     func loadPath() throws {
         let conf = try TemporaryFile("db-uri = \"postgres://p\"\njwt-secret = \"s\"\nserver-port = 70000\n")
         defer { conf.remove() }
-        #expect(throws: ConfigurationError("\(conf.path):3: server-port must be a whole number from 0 to 65535, got '70000'")) {
+        #expect(
+            throws: ConfigurationError(
+                "\(conf.path):3: server-port must be a whole number from 0 to 65535, got '70000'")
+        ) {
             try Configuration.load(path: conf.path, environment: [:])
         }
         let config = try Configuration.load(path: conf.path, environment: ["PGWS_PORT": "1"])
@@ -298,17 +318,23 @@ struct ConfigurationLoadTests {
     func base64Secret() throws {
         let bytes: [UInt8] = [0xFB, 0xFF, 0xBF, 0x00, 0x01]
         for spelling in ["true", "True", "TRUE"] {
-            let standard = try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "+/+/AAE=", "PGWS_JWT_SECRET_BASE64": spelling])
+            let standard = try load(environment: [
+                "PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "+/+/AAE=", "PGWS_JWT_SECRET_BASE64": spelling,
+            ])
             #expect(standard.jwtSecret == bytes)
         }
         let url = try load("db-uri = \"x\"\njwt-secret = \"-_-_AAE\"\nsecret-is-base64 = True")
         #expect(url.jwtSecret == bytes)
         for spelling in ["false", "False", "FALSE"] {
-            let plain = try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "-_-_AAE", "PGWS_JWT_SECRET_BASE64": spelling])
+            let plain = try load(environment: [
+                "PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "-_-_AAE", "PGWS_JWT_SECRET_BASE64": spelling,
+            ])
             #expect(plain.jwtSecret == Array("-_-_AAE".utf8))
         }
         // Surrounding whitespace (a newline from an @file) is not part of the base64 text.
-        let spaced = try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": " +/+/AAE=\n", "PGWS_JWT_SECRET_BASE64": "true"])
+        let spaced = try load(environment: [
+            "PGWS_DB_URI": "x", "PGWS_JWT_SECRET": " +/+/AAE=\n", "PGWS_JWT_SECRET_BASE64": "true",
+        ])
         #expect(spaced.jwtSecret == bytes)
     }
 
@@ -323,7 +349,8 @@ struct ConfigurationLoadTests {
             loadError(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "", "PGWS_JWT_SECRET_BASE64": "true"])
                 == "jwt-secret is required: set it in the config file or in PGWS_JWT_SECRET")
         #expect(
-            loadError("db-uri = \"x\"\njwt-secret = \"\"\nsecret-is-base64 = true") == "test.conf:2: jwt-secret is empty")
+            loadError("db-uri = \"x\"\njwt-secret = \"\"\nsecret-is-base64 = true")
+                == "test.conf:2: jwt-secret is empty")
         #expect(
             loadError(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "x", "PGWS_JWT_SECRET_BASE64": "yes"])
                 == "PGWS_JWT_SECRET_BASE64 must be true or false, got 'yes'")
@@ -333,7 +360,11 @@ struct ConfigurationLoadTests {
     func secretNeverEchoed() throws {
         let marker = "Sup3rS3cretValue!"
         var messages: [String] = []
-        messages.append(try #require(loadError(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": marker, "PGWS_JWT_SECRET_BASE64": "true"])))
+        messages.append(
+            try #require(
+                loadError(environment: [
+                    "PGWS_DB_URI": "x", "PGWS_JWT_SECRET": marker, "PGWS_JWT_SECRET_BASE64": "true",
+                ])))
         messages.append(try #require(loadError("db-uri = \"x\"\njwt-secret = \"\(marker)\"\nsecret-is-base64 = true")))
         messages.append(try #require(fileError("jwt-secret = \"\(marker)")))
         messages.append(try #require(fileError("jwt-secret = \"\(marker)\" trailing")))
@@ -348,13 +379,19 @@ struct ConfigurationLoadTests {
     @Test("numbers outside their range are refused naming key, range and value")
     func numericRanges() {
         let base = "db-uri = \"x\"\njwt-secret = \"y\"\n"
-        #expect(loadError(base + "server-port = 70000") == "test.conf:3: server-port must be a whole number from 0 to 65535, got '70000'")
-        #expect(loadError(base + "server-port = -1")?.hasPrefix("test.conf:3: server-port must be a whole number") == true)
+        #expect(
+            loadError(base + "server-port = 70000")
+                == "test.conf:3: server-port must be a whole number from 0 to 65535, got '70000'")
+        #expect(
+            loadError(base + "server-port = -1")?.hasPrefix("test.conf:3: server-port must be a whole number") == true)
         #expect(loadError(base + "server-port = 80.5")?.hasSuffix("got '80.5'") == true)
         #expect(loadError(base + "server-port = \"http\"")?.hasSuffix("got 'http'") == true)
-        #expect(loadError(base + "pool-size = 0") == "test.conf:3: pool-size must be a whole number from 1 to 64, got '0'")
+        #expect(
+            loadError(base + "pool-size = 0") == "test.conf:3: pool-size must be a whole number from 1 to 64, got '0'")
         #expect(loadError(base + "pool-size = 65")?.contains("pool-size") == true)
-        #expect(loadError(environment: required.merging(["PGWS_POOL_SIZE": "0"]) { $1 }) == "PGWS_POOL_SIZE must be a whole number from 1 to 64, got '0'")
+        #expect(
+            loadError(environment: required.merging(["PGWS_POOL_SIZE": "0"]) { $1 })
+                == "PGWS_POOL_SIZE must be a whole number from 1 to 64, got '0'")
         #expect(loadError(base + "max-message-size = 8000")?.contains("from 1 to 7999") == true)
         #expect(loadError(base + "max-socket-buffer = 1023")?.contains("max-socket-buffer") == true)
         #expect(loadError(base + "max-header-size = 1023")?.contains("max-header-size") == true)
@@ -381,14 +418,17 @@ struct ConfigurationLoadTests {
     func channelSettings() throws {
         let ok = String(repeating: "a", count: 63)
         let long = String(repeating: "a", count: 64)
-        let config = try load(environment: required.merging(["PGWS_AUDIT_CHANNEL": ok, "PGWS_META_CHANNEL": ok]) { $1 })
+        let config = try load(
+            environment: required.merging(["PGWS_AUDIT_CHANNEL": ok, "PGWS_META_CHANNEL": ok]) { $1 })
         #expect(config.auditChannel == ok)
         #expect(
             loadError(environment: required.merging(["PGWS_AUDIT_CHANNEL": long]) { $1 })
                 == "PGWS_AUDIT_CHANNEL is not a channel name (channel name longer than 63 bytes), got '\(long)'")
         #expect(
-            loadError("db-uri = \"x\"\njwt-secret = \"y\"\nmeta-channel = \"\(String(repeating: "\u{E9}", count: 32))\"")?
-                .hasPrefix("test.conf:3: meta-channel is not a channel name (channel name longer than 63 bytes)") == true)
+            loadError(
+                "db-uri = \"x\"\njwt-secret = \"y\"\nmeta-channel = \"\(String(repeating: "\u{E9}", count: 32))\"")?
+                .hasPrefix("test.conf:3: meta-channel is not a channel name (channel name longer than 63 bytes)")
+                == true)
         #expect(
             loadError("db-uri = \"x\"\njwt-secret = \"y\"\naudit-channel = \"\"")?
                 .hasPrefix("test.conf:3: audit-channel is not a channel name (empty channel name)") == true)
@@ -406,6 +446,9 @@ struct ConfigurationLoadTests {
     @Test("allowed-origins that lists nothing allows every origin")
     func emptyOrigins() throws {
         #expect(try load(" allowed-origins = \" , \"\ndb-uri = \"x\"\njwt-secret = \"y\"").allowedOrigins == nil)
-        #expect(try load(environment: required.merging(["PGWS_ALLOWED_ORIGINS": "http://x"]) { $1 }).allowedOrigins == ["http://x"])
+        #expect(
+            try load(environment: required.merging(["PGWS_ALLOWED_ORIGINS": "http://x"]) { $1 }).allowedOrigins == [
+                "http://x"
+            ])
     }
 }

@@ -34,7 +34,8 @@ struct EnvelopeTests {
             deliveredAtMicroseconds: 5)
         #expect(
             text(open)
-                == #"{"event":"ConnectionOpen","channel":"server-info","payload":"","claims":{"message_delivered_at":0.000005}}"#)
+                == #"{"event":"ConnectionOpen","channel":"server-info","payload":"","claims":{"message_delivered_at":0.000005}}"#
+        )
     }
 
     @Test("claimsPrefix leaves the object open for message_delivered_at")
@@ -66,7 +67,8 @@ struct EnvelopeTests {
             deliveredAtMicroseconds: 1)
         #expect(
             text(envelope)
-                == #"{"event":"WebsocketMessage","channel":"c","payload":"p","claims":{"z":12345678901234567890,"a":[1e400,""# + "\u{E9}"
+                == #"{"event":"WebsocketMessage","channel":"c","payload":"p","claims":{"z":12345678901234567890,"a":[1e400,""#
+                + "\u{E9}"
                 + #""],"mode":"rw","message_delivered_at":0.000001}}"#)
     }
 
@@ -101,7 +103,8 @@ struct EnvelopeTests {
         let fromString = Envelope.encode(
             event: .websocketMessage, channel: "c", payload: payload, claimsPrefix: claims, deliveredAtMicroseconds: 7)
         let fromBytes = Array(payload.utf8).withUnsafeBytes {
-            Envelope.encode(event: .websocketMessage, channel: "c", payload: $0, claimsPrefix: claims, deliveredAtMicroseconds: 7)
+            Envelope.encode(
+                event: .websocketMessage, channel: "c", payload: $0, claimsPrefix: claims, deliveredAtMicroseconds: 7)
         }
         #expect(fromBytes == fromString)
     }

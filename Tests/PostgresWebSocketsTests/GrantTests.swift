@@ -33,7 +33,9 @@ struct GrantTests {
 
     @Test(
         "any other mode is refused",
-        arguments: [#""wr""#, #""R""#, #""RW""#, #""""#, #"" r""#, #""rwx""#, "1", "true", "null", #"["r"]"#, #"{"r":1}"#])
+        arguments: [
+            #""wr""#, #""R""#, #""RW""#, #""""#, #"" r""#, #""rwx""#, "1", "true", "null", #"["r"]"#, #"{"r":1}"#,
+        ])
     func badModes(mode: String) throws {
         #expect(try refusal(#"{"mode":\#(mode),"channel":"c"}"#) == badMode)
         #expect(try refusal(#"{"mode":\#(mode)}"#, channel: "c") == badMode)
@@ -112,7 +114,9 @@ struct GrantTests {
         // PostgreSQL compares identifiers bytewise: "caf\u{E9}" and "cafe\u{301}" are two channels.
         let precomposed = "caf\u{E9}"
         let decomposed = "cafe\u{301}"
-        #expect(try refusal(#"{"mode":"r","channel":"\#(precomposed)"}"#, channel: decomposed) == "channel not allowed by JWT")
+        #expect(
+            try refusal(#"{"mode":"r","channel":"\#(precomposed)"}"#, channel: decomposed)
+                == "channel not allowed by JWT")
         #expect(try refusal(#"{"mode":"r","channel":"K"}"#, channel: "\u{212A}") == "channel not allowed by JWT")
         let grant = try authorize(#"{"mode":"r","channels":["\#(precomposed)","\#(decomposed)"]}"#)
         #expect(grant.channels.map { Array($0.utf8) } == [Array(precomposed.utf8), Array(decomposed.utf8)])
@@ -127,8 +131,12 @@ struct GrantTests {
         #expect(try authorize(#"{"mode":"r"}"#, channel: ok).channels == [ok])
         #expect(try authorize(#"{"mode":"r","channel":"\#(ok)"}"#).channels == [ok])
         #expect(try refusal(#"{"mode":"r"}"#, channel: long) == "bad channel name: channel name longer than 63 bytes")
-        #expect(try refusal(#"{"mode":"r","channel":"\#(long)"}"#) == "bad channel name in JWT: channel name longer than 63 bytes")
-        #expect(try refusal(#"{"mode":"r","channels":["a","\#(long)"]}"#, channel: "a") == "bad channel name in JWT: channel name longer than 63 bytes")
+        #expect(
+            try refusal(#"{"mode":"r","channel":"\#(long)"}"#)
+                == "bad channel name in JWT: channel name longer than 63 bytes")
+        #expect(
+            try refusal(#"{"mode":"r","channels":["a","\#(long)"]}"#, channel: "a")
+                == "bad channel name in JWT: channel name longer than 63 bytes")
     }
 
     @Test("the length limit counts UTF-8 bytes, not characters")
@@ -139,7 +147,9 @@ struct GrantTests {
         #expect(try authorize(#"{"mode":"r"}"#, channel: ok).channels == [ok])
         #expect(try refusal(#"{"mode":"r"}"#, channel: long) == "bad channel name: channel name longer than 63 bytes")
         #expect(try refusal(#"{"mode":"r"}"#, channel: emoji) == "bad channel name: channel name longer than 63 bytes")
-        #expect(try refusal(#"{"mode":"r","channel":"\#(long)"}"#) == "bad channel name in JWT: channel name longer than 63 bytes")
+        #expect(
+            try refusal(#"{"mode":"r","channel":"\#(long)"}"#)
+                == "bad channel name in JWT: channel name longer than 63 bytes")
     }
 
     @Test("empty channel names are refused")
@@ -151,9 +161,14 @@ struct GrantTests {
 
     @Test("channel names containing NUL are refused")
     func nulName() throws {
-        #expect(try refusal(#"{"mode":"r"}"#, channel: "a\u{0}b") == "bad channel name: channel name contains a NUL byte")
-        #expect(try refusal(#"{"mode":"r","channel":"a\u0000b"}"#) == "bad channel name in JWT: channel name contains a NUL byte")
-        #expect(try refusal(#"{"mode":"r","channel":"a\u0000b"}"#, channel: "a") == "bad channel name in JWT: channel name contains a NUL byte")
+        #expect(
+            try refusal(#"{"mode":"r"}"#, channel: "a\u{0}b") == "bad channel name: channel name contains a NUL byte")
+        #expect(
+            try refusal(#"{"mode":"r","channel":"a\u0000b"}"#)
+                == "bad channel name in JWT: channel name contains a NUL byte")
+        #expect(
+            try refusal(#"{"mode":"r","channel":"a\u0000b"}"#, channel: "a")
+                == "bad channel name in JWT: channel name contains a NUL byte")
     }
 
     @Test("ChannelName.problem states each rule")

@@ -110,7 +110,10 @@ struct JSONParserTests {
 
     @Test("lone surrogates are rejected, surrogate pairs are decoded")
     func surrogates() throws {
-        for text in [#""\uD800""#, #""\uDC00""#, #""\uDFFF""#, #""\uD800\u0041""#, #""\uD800x""#, #""\uD800\uD800""#, #""\uDE00\uD83D""#] {
+        for text in [
+            #""\uD800""#, #""\uDC00""#, #""\uDFFF""#, #""\uD800\u0041""#, #""\uD800x""#, #""\uD800\uD800""#,
+            #""\uDE00\uD83D""#,
+        ] {
             #expect(failure(text) == "lone surrogate", "\(text)")
         }
         #expect(try JSONParser.parse(#""\uD83D\uDE00""#) == .string("\u{1F600}"))
@@ -159,7 +162,9 @@ struct JSONParserTests {
 
     @Test(
         "malformed numbers are rejected",
-        arguments: ["-", "+1", ".5", "1.", "1e", "1e+", "01", "-01", "0x10", "NaN", "Infinity", "-Infinity", "1_000", "--1"])
+        arguments: [
+            "-", "+1", ".5", "1.", "1e", "1e+", "01", "-01", "0x10", "NaN", "Infinity", "-Infinity", "1_000", "--1",
+        ])
     func badNumbers(text: String) {
         #expect(failure(text) != nil)
         #expect(failure("[\(text)]") != nil)

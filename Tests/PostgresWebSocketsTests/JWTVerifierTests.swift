@@ -138,7 +138,8 @@ struct JWTVerifierTests {
     @Test("a token signed with another secret is refused")
     func wrongSecret() {
         #expect(refusal(pyOtherSecret) == "invalid JWT signature")
-        let other = JWTVerifier(secret: Array("auwhfdnskjhewfi34uwehdlaehsfkuaeiskjnfduierhfsiweskjcnzeiluwhskdewishdnpwf".utf8))
+        let other = JWTVerifier(
+            secret: Array("auwhfdnskjhewfi34uwehdlaehsfkuaeiskjnfduierhfsiweskjcnzeiluwhskdewishdnpwf".utf8))
         #expect(refusal(readmeRWChat, verifier: other) == "invalid JWT signature")
         #expect(refusal(pyHS512, verifier: JWTVerifier(secret: [])) == "invalid JWT signature")
     }
@@ -220,7 +221,8 @@ struct JWTVerifierTests {
     func algNone() {
         #expect(refusal(pyNone) == "unsupported JWT algorithm none")
         let claims = #"{"mode":"rw","channel":"chat"}"#
-        #expect(refusal(mint(header: #"{"alg":"none","typ":"JWT"}"#, claims: claims)) == "unsupported JWT algorithm none")
+        #expect(
+            refusal(mint(header: #"{"alg":"none","typ":"JWT"}"#, claims: claims)) == "unsupported JWT algorithm none")
         #expect(refusal(mint(header: #"{"alg":"None"}"#, claims: claims)) == "unsupported JWT algorithm None")
         #expect(refusal(mint(header: #"{"alg":"NONE"}"#, claims: claims)) == "unsupported JWT algorithm NONE")
         #expect(refusal(mint(header: #"{"alg":""}"#, claims: claims)) == "unsupported JWT algorithm ")
@@ -238,7 +240,9 @@ struct JWTVerifierTests {
     @Test("an algorithm name from the token is shortened and stripped of control characters")
     func printableAlgorithm() {
         let long = String(repeating: "X", count: 40)
-        #expect(refusal(mint(header: #"{"alg":"\#(long)"}"#, claims: "{}")) == "unsupported JWT algorithm " + String(repeating: "X", count: 32) + "...")
+        #expect(
+            refusal(mint(header: #"{"alg":"\#(long)"}"#, claims: "{}")) == "unsupported JWT algorithm "
+                + String(repeating: "X", count: 32) + "...")
         #expect(refusal(mint(header: #"{"alg":"A\nB\u007fC"}"#, claims: "{}")) == "unsupported JWT algorithm A?B?C")
     }
 
@@ -252,7 +256,9 @@ struct JWTVerifierTests {
     @Test("a crit header is refused")
     func critHeader() {
         #expect(refusal(pyCrit) == "unsupported JWT crit header")
-        #expect(refusal(mint(header: #"{"alg":"HS256","crit":[]}"#, claims: #"{"mode":"rw"}"#)) == "unsupported JWT crit header")
+        #expect(
+            refusal(mint(header: #"{"alg":"HS256","crit":[]}"#, claims: #"{"mode":"rw"}"#))
+                == "unsupported JWT crit header")
     }
 
     // MARK: time claims
@@ -306,29 +312,41 @@ struct JWTVerifierTests {
     @Test("headers that are not a base64url JSON object are refused")
     func badHeader() {
         let rest = "." + parts(readmeRW)[1] + "." + parts(readmeRW)[2]
-        for header in [b64url("not json"), b64url(#"["alg","HS256"]"#), b64url(#""HS256""#), b64url(#"{"alg":"HS256""#), "e!J", "", "eyJhbGciOiJIUzI1NiJ9x"] {
+        for header in [
+            b64url("not json"), b64url(#"["alg","HS256"]"#), b64url(#""HS256""#), b64url(#"{"alg":"HS256""#), "e!J", "",
+            "eyJhbGciOiJIUzI1NiJ9x",
+        ] {
             #expect(refusal(header + rest) == "malformed JWT header", "\(header)")
         }
         #expect(
-            refusal(mint(header: #"{"alg":"HS256","alg":"none"}"#, claims: #"{"mode":"rw"}"#)) == "malformed JWT header")
+            refusal(mint(header: #"{"alg":"HS256","alg":"none"}"#, claims: #"{"mode":"rw"}"#)) == "malformed JWT header"
+        )
     }
 
     @Test("correctly signed claims that are not a JSON object are refused")
     func badClaims() {
         #expect(refusal(pyArrayClaims) == "malformed JWT claims")
-        for claims in ["not json", #""rw""#, "42", "null", #"{"mode":"rw""#, #"{"mode":"r","mode":"rw"}"#, "{\"mode\":\"\u{7}\"}"] {
+        for claims in [
+            "not json", #""rw""#, "42", "null", #"{"mode":"rw""#, #"{"mode":"r","mode":"rw"}"#, "{\"mode\":\"\u{7}\"}",
+        ] {
             #expect(refusal(mint(header: #"{"alg":"HS256"}"#, claims: claims)) == "malformed JWT claims", "\(claims)")
         }
         // Invalid UTF-8 inside the claims.
-        let input = b64url(#"{"alg":"HS256"}"#) + "." + Base64.encode([0x7B, 0x22, 0xC3, 0x22, 0x3A, 0x31, 0x7D], urlSafe: true, padded: false)
-        let token = input + "." + Base64.encode(JWTAlgorithm.hs256.sign(key: sampleSecret, message: input), urlSafe: true, padded: false)
+        let input =
+            b64url(#"{"alg":"HS256"}"#) + "."
+            + Base64.encode([0x7B, 0x22, 0xC3, 0x22, 0x3A, 0x31, 0x7D], urlSafe: true, padded: false)
+        let token =
+            input + "."
+            + Base64.encode(JWTAlgorithm.hs256.sign(key: sampleSecret, message: input), urlSafe: true, padded: false)
         #expect(refusal(token) == "malformed JWT claims")
     }
 
     @Test("a claims segment that is not base64 but correctly signed is refused")
     func claimsNotBase64() {
         let input = b64url(#"{"alg":"HS256"}"#) + ".e30!"
-        let token = input + "." + Base64.encode(JWTAlgorithm.hs256.sign(key: sampleSecret, message: input), urlSafe: true, padded: false)
+        let token =
+            input + "."
+            + Base64.encode(JWTAlgorithm.hs256.sign(key: sampleSecret, message: input), urlSafe: true, padded: false)
         #expect(refusal(token) == "malformed JWT claims")
     }
 
@@ -341,7 +359,8 @@ struct JWTVerifierTests {
         var tooLong: String? = nil
         var filler = limit * 3 / 4 - 200
         while tooLong == nil {
-            let token = mint(header: #"{"alg":"HS256"}"#, claims: #"{"mode":"r","pad":"\#(String(repeating: "p", count: filler))"}"#)
+            let token = mint(
+                header: #"{"alg":"HS256"}"#, claims: #"{"mode":"r","pad":"\#(String(repeating: "p", count: filler))"}"#)
             if token.utf8.count <= limit { fitting = token } else { tooLong = token }
             filler += 1
         }
@@ -368,13 +387,16 @@ struct JWTAlgorithmTests {
     func rfc4231() {
         let key = Array("Jefe".utf8)
         let data = "what do ya want for nothing?"
-        #expect(hex(JWTAlgorithm.hs256.sign(key: key, message: data)) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        #expect(
+            hex(JWTAlgorithm.hs256.sign(key: key, message: data))
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
         #expect(
             hex(JWTAlgorithm.hs384.sign(key: key, message: data))
                 == "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649")
         #expect(
             hex(JWTAlgorithm.hs512.sign(key: key, message: data))
-                == "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737")
+                == "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+        )
     }
 
     @Test("constantTimeEquals compares content and length")

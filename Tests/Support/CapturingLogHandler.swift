@@ -22,7 +22,8 @@ public final class LogCapture: Sendable {
     public func waitForLine(containing text: String, timeout: Double = 20) async throws -> String {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         while true {
-            let remaining = Double((deadline - ContinuousClock.now).components.seconds)
+            let remaining =
+                Double((deadline - ContinuousClock.now).components.seconds)
                 + Double((deadline - ContinuousClock.now).components.attoseconds) / 1e18
             guard remaining > 0, let line = await lines.nextIfAny(within: remaining) else {
                 throw WaitTimeout(what: "log line containing '\(text)'")

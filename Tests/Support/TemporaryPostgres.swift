@@ -68,12 +68,16 @@ public final class TemporaryPostgres: @unchecked Sendable {
         let bin = try findBinDirectory()
         let directory = try makeTemporaryDirectory()
         let dataDirectory = directory + "/data"
-        try run(bin + "/initdb", ["-D", dataDirectory, "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"], asPostgres: true)
+        try run(
+            bin + "/initdb",
+            ["-D", dataDirectory, "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"],
+            asPostgres: true)
         startWatchdog(directory: directory, bin: bin)
         var lastError: (any Error)? = nil
         for _ in 0..<5 {
             let port = tcp ? try freePort() : 5432
-            let cluster = TemporaryPostgres(port: port, directory: directory, binDirectory: bin, extraOptions: settings, tcp: tcp)
+            let cluster = TemporaryPostgres(
+                port: port, directory: directory, binDirectory: bin, extraOptions: settings, tcp: tcp)
             do {
                 try cluster.startServer()
                 return cluster
@@ -93,11 +97,12 @@ public final class TemporaryPostgres: @unchecked Sendable {
     }
 
     private func startServer() throws {
-        let options = ([
-            "-p \(port)", "-k \(directory)", "-c listen_addresses=\(tcp ? "127.0.0.1" : "''")", "-c fsync=off",
-            "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
-            "-c shared_buffers=32MB",
-        ] + extraOptions.map { "-c \($0)" }).joined(separator: " ")
+        let options =
+            ([
+                "-p \(port)", "-k \(directory)", "-c listen_addresses=\(tcp ? "127.0.0.1" : "''")", "-c fsync=off",
+                "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
+                "-c shared_buffers=32MB",
+            ] + extraOptions.map { "-c \($0)" }).joined(separator: " ")
         try Self.run(
             binDirectory + "/pg_ctl",
             ["-D", dataDirectory, "-l", directory + "/server.log", "-w", "-t", "60", "-o", options, "start"],
@@ -107,7 +112,8 @@ public final class TemporaryPostgres: @unchecked Sendable {
     /// Stops the server (mode: smart, fast or immediate). The data folder stays for `restart`.
     public func stopServer(mode: String = "fast") async throws {
         _ = try await Self.offloaded {
-            try Self.run(self.binDirectory + "/pg_ctl", ["-D", self.dataDirectory, "-m", mode, "-w", "stop"], asPostgres: true)
+            try Self.run(
+                self.binDirectory + "/pg_ctl", ["-D", self.dataDirectory, "-m", mode, "-w", "stop"], asPostgres: true)
         }
     }
 
@@ -135,7 +141,8 @@ public final class TemporaryPostgres: @unchecked Sendable {
         defer { lock.unlock() }
         guard !stopped else { return }
         stopped = true
-        _ = try? Self.run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "stop"], asPostgres: true)
+        _ = try? Self.run(
+            binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "stop"], asPostgres: true)
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -155,7 +162,8 @@ public final class TemporaryPostgres: @unchecked Sendable {
         where fm.isExecutableFile(atPath: candidate + "/initdb") && fm.isExecutableFile(atPath: candidate + "/pg_ctl") {
             return candidate
         }
-        throw Failure(description: "PostgreSQL server binaries (initdb, pg_ctl) not found; install the postgresql package")
+        throw Failure(
+            description: "PostgreSQL server binaries (initdb, pg_ctl) not found; install the postgresql package")
     }
 
     private static func makeTemporaryDirectory() throws -> String {
@@ -170,10 +178,12 @@ public final class TemporaryPostgres: @unchecked Sendable {
 
     /// Stops the cluster and removes its folder once this process is gone.
     private static func startWatchdog(directory: String, bin: String) {
-        let stop = isRoot
+        let stop =
+            isRoot
             ? "runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -m immediate -w stop"
             : "\(bin)/pg_ctl -D \(directory)/data -m immediate -w stop"
-        let script = "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop) >/dev/null 2>&1; rm -rf \(directory)"
+        let script =
+            "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop) >/dev/null 2>&1; rm -rf \(directory)"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
         process.arguments = ["/bin/sh", "-c", script]
@@ -206,7 +216,9 @@ public final class TemporaryPostgres: @unchecked Sendable {
     /// no daemonized grandchild can hold the reader open.
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], asPostgres: Bool) throws -> String {
-        let argv = (asPostgres && isRoot) ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
+        let argv =
+            (asPostgres && isRoot)
+            ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         var template = Array("/tmp/pgws-cmd-XXXXXX".utf8CString)
         let outputFD = mkstemp(&template)
         guard outputFD >= 0 else { throw Failure(description: "mkstemp failed") }

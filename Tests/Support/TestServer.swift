@@ -87,7 +87,9 @@ public final class TestServer: Sendable {
         }
     }
 
-    public func connect(_ path: String, headers: [(String, String)] = [], answerPings: Bool = true) async throws -> WebSocketClient {
+    public func connect(_ path: String, headers: [(String, String)] = [], answerPings: Bool = true) async throws
+        -> WebSocketClient
+    {
         try await WebSocketClient.connect(port: port, path: path, headers: headers, answerPings: answerPings)
     }
 
@@ -99,7 +101,8 @@ public final class TestServer: Sendable {
     /// Percent-encodes everything but unreserved characters, as a browser's
     /// encodeURIComponent would.
     public static func pathSegment(_ name: String) -> String {
-        name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? name
+        name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~")))
+            ?? name
     }
 
     public func open(_ path: String, headers: [(String, String)] = []) async throws -> WebSocketClient.Outcome {

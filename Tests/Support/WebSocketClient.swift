@@ -63,7 +63,9 @@ public final class WebSocketClient: Sendable {
                 }
             }
             .connect(host: host, port: port).get()
-        var request = rawRequest ?? "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
+        var request =
+            rawRequest
+            ?? "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
         if rawRequest == nil {
             for (name, value) in headers { request += "\(name): \(value)\r\n" }
             request += "\r\n"
@@ -244,9 +246,13 @@ private final class ClientHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         switch phase {
         case .response:
-            handshake.result.push(.failure(HTTPRefusal(status: 0, headers: [:], body: "connection closed before a response")))
+            handshake.result.push(
+                .failure(HTTPRefusal(status: 0, headers: [:], body: "connection closed before a response")))
         case .refused(let status, let headers):
-            handshake.result.push(.failure(HTTPRefusal(status: status, headers: headers, body: buffer.readString(length: buffer.readableBytes) ?? "")))
+            handshake.result.push(
+                .failure(
+                    HTTPRefusal(
+                        status: status, headers: headers, body: buffer.readString(length: buffer.readableBytes) ?? "")))
         case .frames:
             events.push(.disconnected)
         }
@@ -267,7 +273,8 @@ private final class ClientHandler: ChannelInboundHandler {
             var headers: [String: String] = [:]
             for line in lines.dropFirst() {
                 guard let colon = line.firstIndex(of: ":") else { continue }
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                    in: .whitespaces)
             }
             if status == 101, headers["sec-websocket-accept"] == expectedAccept {
                 phase = .frames
@@ -318,13 +325,15 @@ private final class ClientHandler: ChannelInboundHandler {
         return (first & 0x80 != 0, WebSocketOpcode(encodedWebSocketOpcode: first & 0x0F) ?? .connectionClose, payload)
     }
 
-    private func handle(_ frame: (fin: Bool, opcode: WebSocketOpcode, payload: [UInt8]), context: ChannelHandlerContext) {
+    private func handle(_ frame: (fin: Bool, opcode: WebSocketOpcode, payload: [UInt8]), context: ChannelHandlerContext)
+    {
         switch frame.opcode {
         case .ping:
             events.push(.ping(frame.payload))
             guard answerPings else { return }
             context.writeAndFlush(
-                wrapOutboundOut(WebSocketClient.encodeFrame(opcode: .pong, payload: frame.payload, fin: true, masked: true)),
+                wrapOutboundOut(
+                    WebSocketClient.encodeFrame(opcode: .pong, payload: frame.payload, fin: true, masked: true)),
                 promise: nil)
         case .pong:
             events.push(.pong(frame.payload))
@@ -337,7 +346,8 @@ private final class ClientHandler: ChannelInboundHandler {
                 sentClose = true
                 context.writeAndFlush(
                     wrapOutboundOut(
-                        WebSocketClient.encodeFrame(opcode: .connectionClose, payload: Array(frame.payload.prefix(2)), fin: true, masked: true)),
+                        WebSocketClient.encodeFrame(
+                            opcode: .connectionClose, payload: Array(frame.payload.prefix(2)), fin: true, masked: true)),
                     promise: nil)
             }
         case .continuation:

@@ -78,7 +78,9 @@ public struct JWTVerifier: Sendable {
 
     /// Keeps reasons one short printable line: the algorithm name comes from the attacker.
     static func printable(_ text: String) -> String {
-        let cleaned = text.unicodeScalars.prefix(32).map { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F ? "?" : String($0) }.joined()
+        let cleaned = text.unicodeScalars.prefix(32).map {
+            $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F ? "?" : String($0)
+        }.joined()
         return text.unicodeScalars.count > 32 ? cleaned + "..." : cleaned
     }
 }

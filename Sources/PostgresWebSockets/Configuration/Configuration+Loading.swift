@@ -3,7 +3,9 @@ import Logging
 extension Configuration {
     /// Builds the configuration from an optional config file and the environment.
     /// Environment variables override the file. Every error names the key and where it came from.
-    public static func load(file: ConfigurationFile?, environment: [String: String]) throws(ConfigurationError) -> Configuration {
+    public static func load(file: ConfigurationFile?, environment: [String: String]) throws(ConfigurationError)
+        -> Configuration
+    {
         var settings = Settings()
         if let file {
             for (key, entry) in file.entries {

@@ -15,7 +15,8 @@ public struct ConfigurationFile: Sendable {
         var entries: [ConfigurationKey: Entry] = [:]
         var lineNumber = 0
         // "\r\n" is one Character in Swift, so splitting on "\n" alone would not split it.
-        for rawLine in contents.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+        for rawLine in contents.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        {
             lineNumber += 1
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
             let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
@@ -31,7 +32,8 @@ public struct ConfigurationFile: Sendable {
                 throw ConfigurationError(
                     "\(path):\(lineNumber): '\(name)' is already set on line \(previous.line)")
             }
-            let value = try Self.parseValue(trimmed[trimmed.index(after: equals)...], path: path, line: lineNumber, key: key)
+            let value = try Self.parseValue(
+                trimmed[trimmed.index(after: equals)...], path: path, line: lineNumber, key: key)
             entries[key] = Entry(value: value, line: lineNumber)
         }
         self.entries = entries

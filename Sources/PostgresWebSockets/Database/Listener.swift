@@ -4,8 +4,8 @@ import NIOCore
 import NIOWebSocket
 
 #if canImport(Glibc)
-import Glibc
-import NIOConcurrencyHelpers
+    import Glibc
+    import NIOConcurrencyHelpers
 #endif
 
 /// The one PostgreSQL session that LISTENs for the whole server.
@@ -190,7 +190,9 @@ public final class Listener: Sendable {
     func nextWork(listening: Set<ChannelKey>) -> Work {
         state.withLockedValue { state in
             var work = Work(stopping: state.stopping)
-            while work.listen.count + work.unlisten.count < Self.maxChannelCommands, let channel = state.dirty.popFirst() {
+            while work.listen.count + work.unlisten.count < Self.maxChannelCommands,
+                let channel = state.dirty.popFirst()
+            {
                 let wanted = state.wanted[channel] != nil
                 if wanted && !listening.contains(channel) {
                     work.listen.append(channel)
@@ -218,7 +220,8 @@ public final class Listener: Sendable {
     /// acquired channels, the database counts as up.
     func confirm(listening: Set<ChannelKey>) {
         var upWaiters: [CheckedContinuation<Void, Never>] = []
-        let (ready, observers, cameUp) = state.withLockedValue { state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
+        let (ready, observers, cameUp) = state.withLockedValue {
+            state -> ([Waiter], [@Sendable (Bool) -> Void], Bool) in
             state.confirmed = listening
             let inSync = state.dirty.isEmpty
             var cameUp = false
@@ -244,7 +247,8 @@ public final class Listener: Sendable {
 
     /// Forgets the lost connection's LISTENs and releases every waiting socket.
     func connectionLost() {
-        let (ready, queries, observers) = state.withLockedValue { state -> ([Waiter], [Query], [@Sendable (Bool) -> Void]) in
+        let (ready, queries, observers) = state.withLockedValue {
+            state -> ([Waiter], [Query], [@Sendable (Bool) -> Void]) in
             let wasUp = state.isUp
             state.isUp = false
             state.confirmed = []

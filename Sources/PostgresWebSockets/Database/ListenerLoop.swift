@@ -4,7 +4,7 @@ import NIOCore
 import NIOWebSocket
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The listener thread's state: the connection, what it LISTENs on, the command in flight.
@@ -216,7 +216,8 @@ struct ListenerLoop {
             // Sockets waiting for these channels may open now, before any further round trip.
             listener.confirm(listening: listening)
             needsConfirm = true
-            listener.log.debug("LISTEN set updated", metadata: ["listen": "\(listen.count)", "unlisten": "\(unlisten.count)"])
+            listener.log.debug(
+                "LISTEN set updated", metadata: ["listen": "\(listen.count)", "unlisten": "\(unlisten.count)"])
         case .probe:
             break
         case .query(let query, let rows):
@@ -227,7 +228,9 @@ struct ListenerLoop {
     private mutating func dispatchNotifications(_ conn: PGConnection) {
         var frames = FrameArena()
         conn.drainNotifications { channel, payload in
-            frames.append(channel: String(cString: channel), payload: UnsafeRawBufferPointer(start: payload, count: strlen(payload)))
+            frames.append(
+                channel: String(cString: channel),
+                payload: UnsafeRawBufferPointer(start: payload, count: strlen(payload)))
             if frames.count == Listener.maxDispatchBatch {
                 listener.deliver(frames.take())
             }

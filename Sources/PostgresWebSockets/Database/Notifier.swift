@@ -232,7 +232,10 @@ public final class Notifier: Sendable {
             }
         }
         guard batch.count > 0 else { return .success(()) }
-        guard conn.sendQuery(NotifyBatch.sql, binaryParameters: batch.parameters, types: [NotifyBatch.textArrayOID, NotifyBatch.textArrayOID])
+        guard
+            conn.sendQuery(
+                NotifyBatch.sql, binaryParameters: batch.parameters,
+                types: [NotifyBatch.textArrayOID, NotifyBatch.textArrayOID])
         else { return .failure(.connection(conn.errorMessage)) }
         return awaitResult(conn)
     }
@@ -251,11 +254,14 @@ public final class Notifier: Sendable {
                     let state = result.sqlState
                     let transient = conn.isBad || state.map(DatabaseError.isTransient) ?? true
                     outcome = .failure(
-                        DatabaseError(kind: transient ? .connection : .content, message: result.errorMessage, sqlState: state))
+                        DatabaseError(
+                            kind: transient ? .connection : .content, message: result.errorMessage, sqlState: state))
                 }
             }
             let remaining = deadline - monotonicSeconds()
-            guard remaining > 0 else { return .failure(.connection("no answer from PostgreSQL within \(Int(Self.resultTimeout)) s")) }
+            guard remaining > 0 else {
+                return .failure(.connection("no answer from PostgreSQL within \(Int(Self.resultTimeout)) s"))
+            }
             let flushing = conn.flush() == 1
             let readiness = pollReadiness(socket: conn.socket, forWriting: flushing, timeout: remaining)
             if readiness.socketReadable || readiness.socketError {

@@ -43,7 +43,8 @@ struct FrameArena {
 
     private mutating func seal() {
         for entry in pending {
-            notifications.append(Notification(channel: entry.channel, frame: arena.getSlice(at: entry.start, length: entry.length)!))
+            notifications.append(
+                Notification(channel: entry.channel, frame: arena.getSlice(at: entry.start, length: entry.length)!))
         }
         pending.removeAll(keepingCapacity: true)
         // The slices share the arena; dropping this reference keeps later writes from copying it.

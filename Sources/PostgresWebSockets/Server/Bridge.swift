@@ -13,10 +13,14 @@ public final class Bridge: Service, Sendable {
     private let server: ServerContext
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
 
-    public init(configuration: Configuration, logger: Logger, eventLoopThreads: Int = System.coreCount) throws(ConfigurationError) {
+    public init(configuration: Configuration, logger: Logger, eventLoopThreads: Int = System.coreCount)
+        throws(ConfigurationError)
+    {
         self.configuration = configuration
         self.logger = logger
-        let staticFiles = try configuration.rootPath.map { root throws(ConfigurationError) in try StaticFiles(root: root) }
+        let staticFiles = try configuration.rootPath.map { root throws(ConfigurationError) in
+            try StaticFiles(root: root)
+        }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let hub = ChannelHub(group: group)
         let notifier = Notifier(

@@ -31,7 +31,8 @@ enum BridgeServer {
         let handshakeGuard = HandshakeGuard(
             maxBytes: config.maxHeaderSize, timeout: .fromSeconds(config.handshakeTimeout), logger: server.logger)
         let decoder = ByteToMessageHandler(
-            HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
+            HTTPRequestDecoder(
+                leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
         let encoder = HTTPResponseEncoder()
         let http = HTTPHandler(server: server, handshakeGuard: handshakeGuard, decoder: decoder, encoder: encoder)
         let pipeline = channel.pipeline.syncOperations

@@ -84,7 +84,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard let files = server.staticFiles else {
-            respond(.text(.upgradeRequired, "this server speaks WebSocket: connect to /<jwt> or /<channel>/<jwt>"), to: head, context: context)
+            respond(
+                .text(.upgradeRequired, "this server speaks WebSocket: connect to /<jwt> or /<channel>/<jwt>"),
+                to: head, context: context)
             return
         }
         guard let file = files.resolve(path) else {
@@ -105,7 +107,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func authorizeUpgrade(_ head: HTTPRequestHead, path: Substring) -> Result<(WebSocketSession, String), Refusal> {
+    private func authorizeUpgrade(_ head: HTTPRequestHead, path: Substring) -> Result<
+        (WebSocketSession, String), Refusal
+    > {
         guard head.method == .GET else { return .failure(Refusal(.badRequest, "a WebSocket handshake must use GET")) }
         guard Self.headerHasToken(head.headers, "connection", "upgrade") else {
             return .failure(Refusal(.badRequest, "missing Connection: Upgrade"))
@@ -144,7 +148,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return .failure(Refusal(.notFound, "expected /<jwt> or /<channel>/<jwt>"))
         }
         guard path.hasPrefix("/"), !tokenSegment.isEmpty else { return .failure(Refusal(.unauthorized, "missing JWT")) }
-        guard let tokenBytes = percentDecode(tokenSegment), let token = String(validating: tokenBytes, as: UTF8.self) else {
+        guard let tokenBytes = percentDecode(tokenSegment), let token = String(validating: tokenBytes, as: UTF8.self)
+        else {
             return .failure(Refusal(.unauthorized, "malformed JWT"))
         }
 
@@ -250,7 +255,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch state {
         case .idle:
-            let status: HTTPResponseStatus = (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            let status: HTTPResponseStatus =
+                (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
             server.logger.info("malformed HTTP request", metadata: ["error": "\(error)"])
             respond(.text(status, "malformed HTTP request"), to: nil, context: context)
         case .upgrading, .responding, .upgraded, .closed:

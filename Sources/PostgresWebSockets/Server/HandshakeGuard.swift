@@ -82,7 +82,8 @@ final class HandshakeGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Written as raw bytes: the HTTP encoder may be in the middle of another response.
     private func respond(context: ChannelHandlerContext, status: String, body: String) {
-        let text = "HTTP/1.1 \(status)\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count + 1)\r\nconnection: close\r\n\r\n\(body)\n"
+        let text =
+            "HTTP/1.1 \(status)\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count + 1)\r\nconnection: close\r\n\r\n\(body)\n"
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text))).whenComplete { _ in
             channel.close(promise: nil)

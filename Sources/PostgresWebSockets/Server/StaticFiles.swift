@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The folder given by `server-root`, served on plain GET requests. Every path is resolved

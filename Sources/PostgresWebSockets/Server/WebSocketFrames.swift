@@ -30,7 +30,8 @@ enum WebSocketFrames {
     }
 
     static func frame(opcode: WebSocketOpcode, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: headerLength(payloadLength: payload.readableBytes) + payload.readableBytes)
+        var buffer = allocator.buffer(
+            capacity: headerLength(payloadLength: payload.readableBytes) + payload.readableBytes)
         writeHeader(opcode: opcode, payloadLength: payload.readableBytes, into: &buffer)
         buffer.writeImmutableBuffer(payload)
         return buffer

@@ -107,7 +107,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         // Unsent output passed max-socket-buffer: stop feeding this socket, queue the close
         // frame behind what it already has, and give it until the close deadline to drain.
         if !context.channel.isWritable, state == .open {
-            server.logger.info("closing slow socket", metadata: ["limit_bytes": "\(server.configuration.maxSocketBuffer)"])
+            server.logger.info(
+                "closing slow socket", metadata: ["limit_bytes": "\(server.configuration.maxSocketBuffer)"])
             close(code: CloseCode.policyViolation, reason: "client too slow")
         }
         context.fireChannelWritabilityChanged()
@@ -147,7 +148,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         case .idle:
             guard now - lastInbound >= .fromSeconds(config.pingInterval), let context else { return }
             ping = .queued(since: now)
-            let frame = WebSocketFrames.frame(opcode: .ping, payload: ByteBuffer(), allocator: context.channel.allocator)
+            let frame = WebSocketFrames.frame(
+                opcode: .ping, payload: ByteBuffer(), allocator: context.channel.allocator)
             let written = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(frame), promise: written)
             written.futureResult.assumeIsolated().whenSuccess { [self] in
@@ -224,7 +226,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         guard state == .open else { return }  // closing: only the peer's close frame matters now
         switch frame.opcode {
         case .ping:
-            let pong = WebSocketFrames.frame(opcode: .pong, payload: frame.unmaskedData, allocator: context.channel.allocator)
+            let pong = WebSocketFrames.frame(
+                opcode: .pong, payload: frame.unmaskedData, allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .pong:
             break
@@ -245,7 +248,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
             }
             var data = frame.unmaskedData
             guard buffer.readableBytes + data.readableBytes <= server.configuration.maxMessageSize else {
-                close(code: CloseCode.messageTooBig, reason: "message exceeds \(server.configuration.maxMessageSize) bytes")
+                close(
+                    code: CloseCode.messageTooBig,
+                    reason: "message exceeds \(server.configuration.maxMessageSize) bytes")
                 return
             }
             fragments = nil  // drop the stored reference so the append does not copy
@@ -324,7 +329,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         guard fits else {
             close(
                 code: CloseCode.messageTooBig,
-                reason: "message too large: its envelope exceeds PostgreSQL's \(Envelope.maxPayloadBytes)-byte NOTIFY limit")
+                reason:
+                    "message too large: its envelope exceeds PostgreSQL's \(Envelope.maxPayloadBytes)-byte NOTIFY limit"
+            )
             return
         }
         let sender = SessionHandle(session: self, eventLoop: context!.eventLoop)

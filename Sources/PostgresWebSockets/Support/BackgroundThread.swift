@@ -1,7 +1,7 @@
 import CLinuxShims
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Starts a detached OS thread. The database threads block in libpq and poll(2), which
@@ -17,12 +17,14 @@ func startBackgroundThread(name: String, _ body: @escaping @Sendable () -> Void)
     }
     let box = Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
     var thread = pthread_t()
-    let result = pthread_create(&thread, nil, { argument in
-        let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-        _ = pgws_set_thread_name(String(box.name.prefix(15)))
-        box.body()
-        return nil
-    }, box)
+    let result = pthread_create(
+        &thread, nil,
+        { argument in
+            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+            _ = pgws_set_thread_name(String(box.name.prefix(15)))
+            box.body()
+            return nil
+        }, box)
     precondition(result == 0, "pthread_create failed: \(result)")
     pthread_detach(thread)
 }

@@ -1,7 +1,7 @@
 import CLinuxShims
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Wakes a thread that sleeps in `poll(2)`: an eventfd that other threads write to.
