@@ -39,18 +39,21 @@ public enum Base64 {
 
     /// Decodes base64 or base64url, padded or not. Returns nil on any invalid byte,
     /// impossible length or non-zero trailing bits.
-    public static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
-        var input = Array(text)
-        if input.count % 4 == 0, input.last == UInt8(ascii: "=") {
-            input.removeLast()
-            if input.last == UInt8(ascii: "=") { input.removeLast() }
+    public static func decode(_ text: some BidirectionalCollection<UInt8>) -> [UInt8]? {
+        var count = text.count
+        if count % 4 == 0, count > 0 {
+            // Up to two '=' of padding end the text; they carry no bits.
+            var padding = 0
+            for byte in text.reversed().prefix(2) where byte == UInt8(ascii: "=") { padding += 1 }
+            if padding == 1, text.reversed().first != UInt8(ascii: "=") { padding = 0 }
+            count -= padding
         }
-        if input.count % 4 == 1 { return nil }
+        if count % 4 == 1 { return nil }
         var out: [UInt8] = []
-        out.reserveCapacity(input.count * 3 / 4)
+        out.reserveCapacity(count * 3 / 4)
         var accumulator: UInt32 = 0
         var bits = 0
-        for byte in input {
+        for byte in text.prefix(count) {
             let value = decodeTable[Int(byte)]
             if value == 0xFF { return nil }
             accumulator = accumulator << 6 | UInt32(value)
@@ -67,7 +70,7 @@ public enum Base64 {
 
     /// Decodes unpadded base64url only, as JWS compact serialization requires (RFC 7515 2),
     /// so a token has exactly one spelling.
-    public static func decodeURLSafe(_ text: some Collection<UInt8>) -> [UInt8]? {
+    public static func decodeURLSafe(_ text: some BidirectionalCollection<UInt8>) -> [UInt8]? {
         for byte in text where byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=") {
             return nil
         }
@@ -75,6 +78,6 @@ public enum Base64 {
     }
 
     public static func decode(_ text: String) -> [UInt8]? {
-        decode(Array(text.utf8))
+        decode(text.utf8)
     }
 }

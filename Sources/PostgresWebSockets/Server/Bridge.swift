@@ -55,7 +55,9 @@ public final class Bridge: Service, Sendable {
         server.listener.start()
         server.notifier.start()
         let config = configuration
-        let sweep = min(0.25, config.pingInterval / 2, config.pongTimeout / 2)
+        // Once a second (sooner for short ping settings) every socket's timers are checked:
+        // cheaper for many idle sockets than a timer each; `exp` is enforced to the second.
+        let sweep = min(1, config.pingInterval / 2, config.pongTimeout / 2)
         await server.hub.forEachShard { $0.startSweeping(every: .milliseconds(max(10, Int64(sweep * 1000)))) }
         let bound: any Channel
         do {

@@ -209,21 +209,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         state = .upgraded
-        var headers = HTTPHeaders()
-        headers.add(name: "upgrade", value: "websocket")
-        headers.add(name: "connection", value: "Upgrade")
-        headers.add(name: "sec-websocket-accept", value: acceptKey)
-        context.writeAndFlush(
-            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
-            promise: nil)
         do {
             let pipeline = context.pipeline.syncOperations
-            try pipeline.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: server.configuration.maxMessageSize)),
-                position: .after(self))
-            let frameDecoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-            try pipeline.addHandler(session, position: .after(frameDecoder))
+            // The 101 goes out as ready bytes: the HTTP encoder is not needed for one fixed head.
             pipeline.removeHandler(encoder, promise: nil)
+            context.writeAndFlush(NIOAny(Self.switchingProtocols(acceptKey: acceptKey)), promise: nil)
+            let frameDecoder = ByteToMessageHandler(
+                WebSocketFrameDecoder(maxFrameSize: server.configuration.maxMessageSize))
+            try pipeline.addHandler(frameDecoder, position: .after(self))
+            try pipeline.addHandler(session, position: .after(frameDecoder))
             pipeline.removeHandler(handshakeGuard, promise: nil)
             pipeline.removeHandler(context: context, promise: nil)
             // Last: the HTTP decoder hands bytes it already read past the request to the
@@ -302,11 +296,37 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: - Helpers
 
-    /// Whether a comma-separated header (Connection, Upgrade) lists `token`, ignoring case.
+    /// Whether a comma-separated header (Connection, Upgrade) lists `token` (lowercase
+    /// ASCII), ignoring case. Runs on every handshake, so it allocates nothing.
     static func headerHasToken(_ headers: HTTPHeaders, _ name: String, _ token: String) -> Bool {
-        headers[name].contains { value in
-            value.split(separator: ",").contains { $0.trimmingSpaces().lowercased() == token }
+        for (field, value) in headers where equalsIgnoringASCIICase(field.utf8, name.utf8) {
+            for item in value.utf8.split(separator: UInt8(ascii: ",")) {
+                let trimmed = item.drop(while: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") })
+                var end = trimmed.endIndex
+                while end > trimmed.startIndex,
+                    trimmed[trimmed.index(before: end)] == UInt8(ascii: " ")
+                        || trimmed[trimmed.index(before: end)] == UInt8(ascii: "\t")
+                {
+                    end = trimmed.index(before: end)
+                }
+                if equalsIgnoringASCIICase(trimmed[..<end], token.utf8) { return true }
+            }
         }
+        return false
+    }
+
+    private static func equalsIgnoringASCIICase(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { x, y in
+            x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= UInt8(ascii: "a") && (x | 0x20) <= UInt8(ascii: "z"))
+        }
+    }
+
+    static func switchingProtocols(acceptKey: String) -> ByteBuffer {
+        ByteBuffer(
+            string:
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: \(acceptKey)\r\n\r\n"
+        )
     }
 
     /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.
