@@ -10,7 +10,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
-    private enum State {
+    enum State {
         case pending, open, closing, closed
     }
 
@@ -18,20 +18,20 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     let grant: Grant
     /// Channels this socket receives notifications on (none for write-only sockets).
     let readChannels: [String]
-    private let server: ServerContext
-    private let claimsPrefix: [UInt8]
-    private let expiresAt: Double?
-    private var context: ChannelHandlerContext? = nil
-    private var shard: LoopShard? = nil
-    private var state = State.pending
-    private var needsFlush = false
-    private var lastInbound = NIODeadline.now()
-    private var ping = PingState.idle
-    private var closeDeadline: NIODeadline? = nil
-    private var fragments: ByteBuffer? = nil
+    let server: ServerContext
+    let claimsPrefix: [UInt8]
+    let expiresAt: Double?
+    var context: ChannelHandlerContext? = nil
+    var shard: LoopShard? = nil
+    var state = State.pending
+    var needsFlush = false
+    var lastInbound = NIODeadline.now()
+    var ping = PingState.idle
+    var closeDeadline: NIODeadline? = nil
+    var fragments: ByteBuffer? = nil
     /// Messages read while the queue to PostgreSQL was full; submitted first when it drains.
-    private var held: [OutgoingMessage] = []
-    private var readingPaused = false
+    var held: [OutgoingMessage] = []
+    var readingPaused = false
 
     init(id: Int, grant: Grant, token: VerifiedToken, server: ServerContext) {
         self.id = id
@@ -114,60 +114,6 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    // MARK: - Timers (called by the loop's shard a few times per second)
-
-    func tick(now: NIODeadline, wallClock: Double) {
-        switch state {
-        case .open:
-            let config = server.configuration
-            if let expiresAt, wallClock >= expiresAt {
-                close(code: CloseCode.jwtExpired, reason: "JWT expired")
-            } else {
-                checkLiveness(now: now, config: config)
-            }
-        case .closing:
-            if let closeDeadline, now >= closeDeadline { abort() }
-        case .pending, .closed:
-            break
-        }
-    }
-
-    private enum PingState {
-        case idle
-        /// Written, still queued behind earlier frames in the server.
-        case queued(since: NIODeadline)
-        /// Handed to the kernel: the pong timeout runs from here, so a reader that is merely
-        /// behind on a burst is not mistaken for a dead one.
-        case sent(at: NIODeadline)
-    }
-
-    /// Pings a socket silent for `ping-interval`; drops one that does not answer within
-    /// `pong-timeout` of the ping leaving, or whose ping cannot even leave in that time.
-    private func checkLiveness(now: NIODeadline, config: Configuration) {
-        switch ping {
-        case .idle:
-            guard now - lastInbound >= .fromSeconds(config.pingInterval), let context else { return }
-            ping = .queued(since: now)
-            let frame = WebSocketFrames.frame(
-                opcode: .ping, payload: ByteBuffer(), allocator: context.channel.allocator)
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(frame), promise: written)
-            written.futureResult.assumeIsolated().whenSuccess { [self] in
-                if case .queued = ping { ping = .sent(at: .now()) }
-            }
-        case .queued(let since):
-            if now - since >= .fromSeconds(config.pingInterval + config.pongTimeout) {
-                server.logger.info("dropping socket whose ping could not be sent")
-                abort()
-            }
-        case .sent(let at):
-            if now - at >= .fromSeconds(config.pongTimeout) {
-                server.logger.info("dropping socket that stopped answering pings")
-                abort()
-            }
-        }
-    }
-
     // MARK: - Closing
 
     /// Starts the closing handshake: sends a close frame and waits (until the deadline)
@@ -187,7 +133,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Sends a close frame and drops the connection once it is written: for errors after
     /// which the frame decoder cannot read the peer's answer.
-    private func fail(code: UInt16, reason: String) {
+    func fail(code: UInt16, reason: String) {
         guard let context, state == .open || state == .closing else { return }
         if state == .open {
             state = .closing
@@ -295,152 +241,4 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// A complete text message from the client: becomes one NOTIFY per channel (plus audit).
-    private func received(message: ByteBuffer) {
-        let config = server.configuration
-        guard grant.mode.contains(.write) else {
-            close(code: CloseCode.policyViolation, reason: "socket is read-only: its JWT mode is r")
-            return
-        }
-        guard message.readableBytes <= config.maxMessageSize else {
-            close(code: CloseCode.messageTooBig, reason: "message exceeds \(config.maxMessageSize) bytes")
-            return
-        }
-        guard isValidUTF8(message.readableBytesView) else {
-            close(code: CloseCode.invalidUTF8, reason: "text frame is not valid UTF-8")
-            return
-        }
-        let deliveredAt = DeliveryClock.shared.nextMicroseconds()
-        var notifications: [(channel: String, payload: [UInt8])] = []
-        notifications.reserveCapacity(grant.channels.count * (config.auditChannel == nil ? 1 : 2))
-        let fits = message.withUnsafeReadableBytes { payload -> Bool in
-            for channel in grant.channels {
-                let envelope = Envelope.encode(
-                    event: .websocketMessage, channel: channel, payload: payload,
-                    claimsPrefix: claimsPrefix, deliveredAtMicroseconds: deliveredAt)
-                guard envelope.count <= Envelope.maxPayloadBytes else { return false }
-                notifications.append((channel, envelope))
-                if let audit = config.auditChannel {
-                    notifications.append((audit, envelope))
-                }
-            }
-            return true
-        }
-        guard fits else {
-            close(
-                code: CloseCode.messageTooBig,
-                reason:
-                    "message too large: its envelope exceeds PostgreSQL's \(Envelope.maxPayloadBytes)-byte NOTIFY limit"
-            )
-            return
-        }
-        let sender = SessionHandle(session: self, eventLoop: context!.eventLoop)
-        submit(OutgoingMessage(notifications: notifications, sender: sender))
-    }
-
-    // MARK: - Flow control towards PostgreSQL
-
-    private func submit(_ message: OutgoingMessage) {
-        guard held.isEmpty else {
-            held.append(message)  // keeps the order behind what is already waiting
-            return
-        }
-        // While PostgreSQL is up but slower than the writers, they are slowed down (no more
-        // reading); while it is down, messages queue up to the limit and then are refused.
-        let databaseUp = server.notifier.isDatabaseUp
-        switch server.notifier.submit(message, lane: id) {
-        case .accepted:
-            break
-        case .congested:
-            if databaseUp { pauseReading() }
-        case .full where databaseUp:
-            held.append(message)
-            pauseReading()
-        case .full:
-            close(code: CloseCode.tryAgainLater, reason: "database unavailable")
-        }
-    }
-
-    /// Stops reading from the client: TCP flow control then slows the writer down.
-    private func pauseReading() {
-        guard !readingPaused, let context else { return }
-        readingPaused = true
-        _ = context.channel.setOption(.autoRead, value: false)
-        shard?.paused(self)
-    }
-
-    /// The queue to PostgreSQL drained, or the database went down: send what was held, then
-    /// read again unless the queue is congested once more while PostgreSQL is up.
-    func resumeReading() {
-        guard readingPaused, state == .open || state == .closing, let context else { return }
-        let databaseUp = server.notifier.isDatabaseUp
-        while let message = held.first {
-            switch server.notifier.submit(message, lane: id) {
-            case .accepted:
-                held.removeFirst()
-            case .congested:
-                held.removeFirst()
-                if databaseUp { return }  // stay paused until the next relief
-            case .full where databaseUp:
-                return
-            case .full:
-                held = []
-                close(code: CloseCode.tryAgainLater, reason: "database unavailable")
-                return
-            }
-        }
-        readingPaused = false
-        shard?.resumed(self)
-        _ = context.channel.setOption(.autoRead, value: true)
-        context.read()
-    }
-
-    private func sendMetaEvent(_ event: Envelope.Event) {
-        guard let meta = server.configuration.metaChannel else { return }
-        let envelope = Envelope.encode(
-            event: event, channel: meta, payload: grant.channels.joined(separator: ","),
-            claimsPrefix: claimsPrefix, deliveredAtMicroseconds: DeliveryClock.shared.nextMicroseconds())
-        guard envelope.count <= Envelope.maxPayloadBytes else {
-            server.logger.warning("meta event too large for NOTIFY, not sent", metadata: ["event": "\(event.rawValue)"])
-            return
-        }
-        server.notifier.submitEvent(OutgoingMessage(notifications: [(meta, envelope)], sender: nil), lane: id)
-    }
-
-    func rejectedByDatabase(reason: String) {
-        close(code: CloseCode.policyViolation, reason: reason)
-    }
-}
-
-/// Lets a database thread close the socket whose message PostgreSQL refused.
-private struct SessionHandle: MessageSender {
-    let session: NIOLoopBound<WebSocketSession>
-
-    init(session: WebSocketSession, eventLoop: any EventLoop) {
-        self.session = NIOLoopBound(session, eventLoop: eventLoop)
-    }
-
-    func messageRejected(reason: String) {
-        let session = self.session
-        session.eventLoop.execute { session.value.rejectedByDatabase(reason: reason) }
-    }
-}
-
-/// UTF-8 validation without building a String.
-func isValidUTF8(_ bytes: ByteBufferView) -> Bool {
-    var iterator = bytes.makeIterator()
-    var decoder = Unicode.UTF8()
-    while true {
-        switch decoder.decode(&iterator) {
-        case .scalarValue: continue
-        case .emptyInput: return true
-        case .error: return false
-        }
-    }
-}
-
-extension TimeAmount {
-    static func fromSeconds(_ seconds: Double) -> TimeAmount {
-        .nanoseconds(Int64(seconds * 1e9))
-    }
 }
