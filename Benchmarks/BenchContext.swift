@@ -35,6 +35,7 @@ final class BenchContext {
     func run(_ scenario: Scenario) async throws {
         switch scenario {
         case .fanout: try await runFanout()
+        case .floor: try await runFloor()
         case .baseline: try await runBaseline()
         case .ingest: try await runIngest()
         case .connections: try await runConnections()
