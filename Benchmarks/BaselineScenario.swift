@@ -54,7 +54,7 @@ extension BenchContext {
                 if let fanout = fanoutLatency[key] { pairs.append((key, fanout)) }
             }
         }
-        if let row = fanoutLatency["row"] { pairs.append((Self.streamKey(size: 64, burst: false), row)) }
+        if let row = fanoutLatency[Self.latencyRowKey] { pairs.append((Self.streamKey(size: 64, burst: false), row)) }
         for (key, fanout) in pairs {
             guard let direct = baseline[key] else { continue }
             report.add(

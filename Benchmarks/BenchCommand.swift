@@ -7,14 +7,14 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgws-bench",
         abstract:
-            "Benchmarks postgres-websockets: fan-out, ingest, connections, many channels, and PostgreSQL's own baseline.",
+            "Benchmarks postgres-websockets: fan-out (and its raw write(2) floor), ingest, connections, many channels, and PostgreSQL's own baseline.",
         subcommands: [RunCommand.self, WorkerCommandLine.self],
         defaultSubcommand: RunCommand.self)
 }
 
 /// The scenarios, in the order they run.
 enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case fanout, baseline, ingest, connections, channels
+    case fanout, floor, baseline, ingest, connections, channels
 
     init?(argument: String) {
         switch argument {
@@ -36,7 +36,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The server executable (use a release build).")
     var server = ".build/release/postgres-websockets"
 
-    @Option(help: "Comma-separated scenarios: fanout,baseline,ingest,connections,channels (default: all).")
+    @Option(help: "Comma-separated scenarios: fanout,floor,baseline,ingest,connections,channels (default: all).")
     var only: String? = nil
 
     @Flag(help: "Small sizes, for a smoke run in well under a minute.")
@@ -56,13 +56,13 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "fanout: sockets on the one channel (default 5000; up to 19000).")
     var sockets: Int? = nil
 
-    @Option(help: "fanout: sockets of the latency row at --rate.")
+    @Option(help: "fanout/floor: sockets of the latency row at --rate.")
     var latencySockets: Int? = nil
 
-    @Option(help: "fanout/baseline: NOTIFYs per second of the fixed-rate streams.")
+    @Option(help: "fanout/floor/baseline: NOTIFYs per second of the fixed-rate streams.")
     var rate: Double = 100
 
-    @Option(help: "fanout/baseline: seconds each fixed-rate stream lasts.")
+    @Option(help: "fanout/floor/baseline: seconds each fixed-rate stream lasts.")
     var duration: Double? = nil
 
     @Option(help: "fanout/baseline: NOTIFYs of each as-fast-as-possible stream.")
@@ -136,7 +136,7 @@ struct RunCommand: AsyncParsableCommand {
         for name in names {
             guard let scenario = Scenario(argument: name) else {
                 throw ValidationError(
-                    "--only: unknown scenario '\(name)' (fanout, baseline, ingest, connections, channels)")
+                    "--only: unknown scenario '\(name)' (fanout, floor, baseline, ingest, connections, channels)")
             }
             chosen.append(scenario)
         }

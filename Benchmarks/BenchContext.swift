@@ -14,7 +14,9 @@ final class BenchContext {
     let runTag: String
     private var phaseCounter = 0
     private(set) var postgresVersion: String? = nil
-    /// p50/p99 (µs) of fan-out streams, by `streamKey`, for the baseline's overhead rows.
+    /// p50/p99 (µs) of fan-out streams, by `streamKey`, and of the latency row (`latencyRowKey`:
+    /// to each socket, `lastSocketRowKey`: to the last socket), for the baseline's overhead
+    /// rows and the floor's comparison.
     var fanoutLatency: [String: (label: String, p50: Double, p99: Double)] = [:]
 
     init(
@@ -33,6 +35,7 @@ final class BenchContext {
     func run(_ scenario: Scenario) async throws {
         switch scenario {
         case .fanout: try await runFanout()
+        case .floor: try await runFloor()
         case .baseline: try await runBaseline()
         case .ingest: try await runIngest()
         case .connections: try await runConnections()
@@ -48,6 +51,8 @@ final class BenchContext {
     func channel(_ name: String) -> String { "\(runTag)_\(name)" }
 
     static func streamKey(size: Int, burst: Bool) -> String { "\(size)/\(burst ? "burst" : "rate")" }
+    static let latencyRowKey = "row"
+    static let lastSocketRowKey = "row/last"
 
     func sizeLabel(_ size: Int) -> String { size % 1024 == 0 ? "\(size / 1024) KB" : "\(size) B" }
 
@@ -119,21 +124,34 @@ final class BenchContext {
         _ stream: NotifyStream, fleet: WorkerFleet, server: BenchServer, label: String, perSocket: Int? = nil
     ) async throws -> (sent: SendReport, received: PhaseReport, cpuSeconds: Double?, clientCPUSeconds: Double?) {
         let cpuBefore = server.cpuSeconds
+        let (sent, received, clientCPU) = try await deliver(
+            stream, fleet: fleet, label: label, perSocket: perSocket,
+            check: { try server.checkAlive("during \(label)") },
+            send: { try await NotifySender.send(stream, uri: databaseURI) })
+        let cpuAfter = server.cpuSeconds
+        return (sent, received, both(cpuBefore, cpuAfter).map { $1 - $0 }, clientCPU)
+    }
+
+    /// Sends `stream` with `send` (through the server, or by the floor server) and collects it
+    /// from every socket of `fleet`; after `check`, fails unless every socket got every
+    /// NOTIFY (or its `perSocket` share) exactly once and in order. Also returns the CPU the
+    /// load client used meanwhile.
+    func deliver<Sent>(
+        _ stream: NotifyStream, fleet: WorkerFleet, label: String, perSocket: Int? = nil,
+        check: () throws -> Void = {}, send: () async throws -> Sent
+    ) async throws -> (sent: Sent, received: PhaseReport, clientCPUSeconds: Double?) {
         let clientBefore = fleet.cpuSeconds
-        let sent = try await NotifySender.send(stream, uri: databaseURI)
+        let sent = try await send()
         let received = try await fleet.collect(
             phase: stream.phase, expected: perSocket ?? stream.count, stallSeconds: sizes.stallSeconds)
-        let cpuAfter = server.cpuSeconds
         let clientAfter = fleet.cpuSeconds
-        try server.checkAlive("during \(label)")
+        try check()
         guard received.isClean else { throw BenchFailure("\(label): \(received.problems)") }
         if received.latency.negatives > 0 {
             report.note(
                 "\(label): \(received.latency.negatives) negative latencies (wall clock stepped?), counted as 0")
         }
-        return (
-            sent, received, both(cpuBefore, cpuAfter).map { $1 - $0 }, both(clientBefore, clientAfter).map { $1 - $0 }
-        )
+        return (sent, received, both(clientBefore, clientAfter).map { $1 - $0 })
     }
 }
 

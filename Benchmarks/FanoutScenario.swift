@@ -52,37 +52,51 @@ extension BenchContext {
                 say("  fanout latency row \(label)")
                 let (sent, received, cpu, clientCPU) = try await measure(
                     stream, fleet: fleet, server: server, label: label)
-                let method = Self.latencyMethod
                 let workload = workloadText(
                     stream, sockets: received.sockets, sent: sent, received: received, serverCPU: cpu,
                     clientCPU: clientCPU)
-                let last = received.lastSocketLatencies
-                let strict = s.rate == 100 && s.latencySockets == 1000
-                report.add(
-                    "fanout", "latency row \(label): to each socket p50", ms(received.latency.percentile(50)), "ms",
-                    target: strict ? .below(1) : nil, method: method, workload: workload)
-                report.add(
-                    "fanout", "latency row \(label): to each socket p99", ms(received.latency.percentile(99)), "ms",
-                    target: strict ? .below(5) : nil, method: method, workload: workload)
-                report.add(
-                    "fanout", "latency row \(label): to each socket p99.9", ms(received.latency.percentile(99.9)), "ms",
-                    method: method, workload: workload)
-                report.add(
-                    "fanout", "latency row \(label): to last socket p50", ms(exactPercentile(last, 50)), "ms",
-                    target: strict ? .below(1) : nil, method: Self.lastSocketMethod, workload: workload)
-                report.add(
-                    "fanout", "latency row \(label): to last socket p99", ms(exactPercentile(last, 99)), "ms",
-                    target: strict ? .below(5) : nil, method: Self.lastSocketMethod, workload: workload)
+                addLatencyRow(
+                    "fanout", "latency row \(label)", received, method: Self.latencyMethod,
+                    lastMethod: Self.lastSocketMethod, workload: workload,
+                    strict: s.rate == 100 && s.latencySockets == 1000)
                 report.add(
                     "fanout", "latency row \(label): server CPU per 1M deliveries",
                     cpu.map { $0 / Double(received.frames) * 1e6 }, "s", target: .atMost(2), method: Self.cpuMethod,
                     workload: workload)
                 if let p50 = received.latency.percentile(50), let p99 = received.latency.percentile(99) {
-                    fanoutLatency["row"] = (label, p50, p99)
+                    fanoutLatency[Self.latencyRowKey] = (label, p50, p99)
+                }
+                let last = received.lastSocketLatencies
+                if let p50 = exactPercentile(last, 50), let p99 = exactPercentile(last, 99) {
+                    fanoutLatency[Self.lastSocketRowKey] = (label, p50, p99)
                 }
                 _ = try await fleet.close()
             }
         }
+    }
+
+    /// The latency row's figures: to each socket p50, p99, p99.9 and to the last socket p50,
+    /// p99; with the targets (p50 < 1 ms, p99 < 5 ms) when `strict` (the row's own sizes).
+    func addLatencyRow(
+        _ scenario: String, _ name: String, _ received: PhaseReport, method: String, lastMethod: String,
+        workload: String, strict: Bool
+    ) {
+        let last = received.lastSocketLatencies
+        report.add(
+            scenario, "\(name): to each socket p50", ms(received.latency.percentile(50)), "ms",
+            target: strict ? .below(1) : nil, method: method, workload: workload)
+        report.add(
+            scenario, "\(name): to each socket p99", ms(received.latency.percentile(99)), "ms",
+            target: strict ? .below(5) : nil, method: method, workload: workload)
+        report.add(
+            scenario, "\(name): to each socket p99.9", ms(received.latency.percentile(99.9)), "ms",
+            method: method, workload: workload)
+        report.add(
+            scenario, "\(name): to last socket p50", ms(exactPercentile(last, 50)), "ms",
+            target: strict ? .below(1) : nil, method: lastMethod, workload: workload)
+        report.add(
+            scenario, "\(name): to last socket p99", ms(exactPercentile(last, 99)), "ms",
+            target: strict ? .below(5) : nil, method: lastMethod, workload: workload)
     }
 
     /// Adds the stream's figures; returns its p50 and p99 latency (µs).
@@ -120,21 +134,22 @@ extension BenchContext {
 
     /// The stream, the sockets, how fast the sender actually sent, and the CPU the server
     /// and the load client used meanwhile (on a shared machine both compete for the cores).
+    /// `streamText` replaces the stream's own description; `server` names what sent it.
     func workloadText(
         _ stream: NotifyStream, sockets: Int, sent: SendReport, received: PhaseReport, serverCPU: Double?,
-        clientCPU: Double?
+        clientCPU: Double?, streamText: String? = nil, server: String = "server"
     ) -> String {
         let rate = Double(sent.notifies) / max(sent.seconds, 1e-6)
         let wall = Double(received.lastReceive - sent.firstSend) / 1e6
         let workers = (sockets + sizes.socketsPerWorker - 1) / sizes.socketsPerWorker
         var text =
             "\(Report.grouped(sockets)) sockets on one channel in \(workers) worker process(es) of \(sizes.clientThreads) event loops; "
-        text += stream.methodText + ", \(stream.payloadSize) B payloads"
+        text += (streamText ?? stream.methodText) + ", \(stream.payloadSize) B payloads"
         text += "; sent in \(Report.format(sent.seconds * 1000, "ms")) (\(Report.grouped(Int(rate))) NOTIFY/s)"
         text += "; first send to last frame \(Report.format(wall, "s"))"
         if let serverCPU, let clientCPU {
             text +=
-                ", meanwhile server CPU \(Report.format(serverCPU, "s")), load client CPU \(Report.format(clientCPU, "s"))"
+                ", meanwhile \(server) CPU \(Report.format(serverCPU, "s")), load client CPU \(Report.format(clientCPU, "s"))"
         }
         return text
     }
