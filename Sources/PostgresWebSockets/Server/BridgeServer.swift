@@ -7,12 +7,9 @@ import NIOPosix
 enum BridgeServer {
     static func bind(server: ServerContext, group: any EventLoopGroup) async throws -> any Channel {
         let config = server.configuration
-        let highWater = config.maxSocketBuffer
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try configurePipeline(channel, server: server)
@@ -33,12 +30,14 @@ enum BridgeServer {
         let decoder = ByteToMessageHandler(
             HTTPRequestDecoder(
                 leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
-        let encoder = HTTPResponseEncoder()
-        let http = HTTPHandler(server: server, handshakeGuard: handshakeGuard, decoder: decoder, encoder: encoder)
+        let http = HTTPHandler(server: server, handshakeGuard: handshakeGuard, decoder: decoder)
+        // Set here, synchronously: child channel options would cost futures per connection.
+        // TCP_NODELAY is inherited from the listening socket, where NIO sets it.
+        let highWater = config.maxSocketBuffer
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(handshakeGuard)
         try pipeline.addHandler(decoder)
-        try pipeline.addHandler(encoder)
         try pipeline.addHandler(http)
     }
 

@@ -11,7 +11,7 @@ import NIOWebSocket
 /// 404 unknown path, 405 method, 426 WebSocket version, 503 connection limit.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
 
     private enum State {
         case idle
@@ -26,17 +26,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let server: ServerContext
     private let handshakeGuard: HandshakeGuard
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
-    private let encoder: HTTPResponseEncoder
     private var state = State.idle
 
-    init(
-        server: ServerContext, handshakeGuard: HandshakeGuard, decoder: ByteToMessageHandler<HTTPRequestDecoder>,
-        encoder: HTTPResponseEncoder
-    ) {
+    init(server: ServerContext, handshakeGuard: HandshakeGuard, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.server = server
         self.handshakeGuard = handshakeGuard
         self.decoder = decoder
-        self.encoder = encoder
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -211,9 +206,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .upgraded
         do {
             let pipeline = context.pipeline.syncOperations
-            // The 101 goes out as ready bytes: the HTTP encoder is not needed for one fixed head.
-            pipeline.removeHandler(encoder, promise: nil)
-            context.writeAndFlush(NIOAny(Self.switchingProtocols(acceptKey: acceptKey)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(Self.switchingProtocols(acceptKey: acceptKey)), promise: nil)
             let frameDecoder = ByteToMessageHandler(
                 WebSocketFrameDecoder(maxFrameSize: server.configuration.maxMessageSize))
             try pipeline.addHandler(frameDecoder, position: .after(self))
@@ -262,16 +255,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func respond(_ response: HTTPResponse, to request: HTTPRequestHead?, context: ChannelHandlerContext) {
         state = .responding
-        var headers = response.headers
-        headers.add(name: "content-length", value: String(response.body.readableBytes))
-        headers.add(name: "connection", value: "close")
-        let head = HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if request?.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
-        }
+        let bytes = response.serialized(includingBody: request?.method != .HEAD, allocator: context.channel.allocator)
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+        context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in
             channel.close(promise: nil)
         }
     }

@@ -22,4 +22,20 @@ struct HTTPResponse {
     static func json(_ status: HTTPResponseStatus, _ value: JSONValue) -> HTTPResponse {
         HTTPResponse(status: status, contentType: "application/json", body: ByteBuffer(string: value.serialized))
     }
+
+    /// The whole response as bytes, `connection: close` and `content-length` included. Written
+    /// by hand: responses are few and fixed, and the HTTP encoder would cost every connection
+    /// a pipeline handler.
+    func serialized(includingBody: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 256 + body.readableBytes)
+        buffer.writeString("HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n")
+        for (name, value) in headers {
+            buffer.writeString("\(name): \(value)\r\n")
+        }
+        buffer.writeString("content-length: \(body.readableBytes)\r\nconnection: close\r\n\r\n")
+        if includingBody {
+            buffer.writeImmutableBuffer(body)
+        }
+        return buffer
+    }
 }
