@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// The listening socket and the pipeline every accepted connection starts with.
@@ -20,25 +19,11 @@ enum BridgeServer {
     }
 
     private static func configurePipeline(_ channel: any Channel, server: ServerContext) throws {
-        let config = server.configuration
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = config.maxHeaderSize
-        limits.maxHeaderListSize = config.maxHeaderSize
-        limits.maxHeaderFieldCount = 100
-        let handshakeGuard = HandshakeGuard(
-            maxBytes: config.maxHeaderSize, timeout: .fromSeconds(config.handshakeTimeout), logger: server.logger)
-        let decoder = ByteToMessageHandler(
-            HTTPRequestDecoder(
-                leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
-        let http = HTTPHandler(server: server, handshakeGuard: handshakeGuard, decoder: decoder)
         // Set here, synchronously: child channel options would cost futures per connection.
         // TCP_NODELAY is inherited from the listening socket, where NIO sets it.
-        let highWater = config.maxSocketBuffer
+        let highWater = server.configuration.maxSocketBuffer
         try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
-        let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(handshakeGuard)
-        try pipeline.addHandler(decoder)
-        try pipeline.addHandler(http)
+        try channel.pipeline.syncOperations.addHandler(HTTPHandler(server: server))
     }
 
     /// postgres-websockets (warp) accepts `*` / `*4` for every IPv4 address and `*6` for

@@ -1,0 +1,146 @@
+import NIOHTTP1
+
+/// The request line and headers of an HTTP/1.x request, parsed strictly.
+///
+/// The server only ever reads one request per connection, a GET without a body, and needs a
+/// handful of its headers; a small parser that checks every byte against RFC 9112 costs a
+/// handshake far less than a general HTTP decoder with a `String` per header.
+struct RequestHead {
+    var method: Substring
+    /// The request target as sent (origin form: path and optional query).
+    var target: Substring
+    var minorVersion: Int
+    var headers: [(name: Substring, value: Substring)]
+
+    /// The path of the target, without the query.
+    var path: Substring {
+        target.firstIndex(of: "?").map { target[..<$0] } ?? target
+    }
+
+    /// The values of every field named `name` (lowercase), in order.
+    func values(_ name: String) -> [Substring] {
+        headers.compactMap { Self.equalsIgnoringCase($0.name, name) ? $0.value : nil }
+    }
+
+    func first(_ name: String) -> Substring? {
+        headers.first { Self.equalsIgnoringCase($0.name, name) }?.value
+    }
+
+    /// Whether a comma-separated field (Connection, Upgrade) lists `token` (lowercase).
+    func hasToken(_ name: String, _ token: String) -> Bool {
+        for header in headers where Self.equalsIgnoringCase(header.name, name) {
+            var rest = header.value[...]
+            while !rest.isEmpty {
+                let comma = rest.firstIndex(of: ",") ?? rest.endIndex
+                if Self.equalsIgnoringCase(rest[..<comma].trimmingOptionalWhitespace(), token) { return true }
+                rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
+            }
+        }
+        return false
+    }
+
+    static func equalsIgnoringCase(_ text: Substring, _ lowercase: String) -> Bool {
+        text.utf8.count == lowercase.utf8.count
+            && zip(text.utf8, lowercase.utf8).allSatisfy { a, b in
+                a == b || (a >= UInt8(ascii: "A") && a <= UInt8(ascii: "Z") && a | 0x20 == b)
+            }
+    }
+
+    struct ParseError: Error {
+        let status: HTTPResponseStatus
+        let reason: String
+    }
+
+    static let maxHeaderCount = 100
+
+    /// Checks the bytes of a head as they arrive: every line ends in CRLF, and no control
+    /// character but HTAB appears. Keeps the last byte, so reads may split anywhere.
+    struct ByteChecker {
+        private var previous: UInt8 = 0
+
+        /// The problem with the next bytes, or nil while they may still form a request head.
+        mutating func check(_ bytes: some Sequence<UInt8>) -> String? {
+            for byte in bytes {
+                if byte == UInt8(ascii: "\n") {
+                    guard previous == UInt8(ascii: "\r") else { return "bare LF" }
+                } else if previous == UInt8(ascii: "\r") {
+                    return "bare CR"
+                } else if (byte < 0x20 && byte != UInt8(ascii: "\t") && byte != UInt8(ascii: "\r")) || byte == 0x7F {
+                    return "control character in request"
+                }
+                previous = byte
+            }
+            return nil
+        }
+    }
+
+    /// Parses `bytes`: the request head up to and including its terminating empty line.
+    static func parse(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> RequestHead {
+        var checker = ByteChecker()
+        if let problem = checker.check(bytes) { throw ParseError(status: .badRequest, reason: problem) }
+        let text = String(decoding: bytes, as: UTF8.self)
+        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: true)[...]
+        guard let requestLine = lines.popFirst() else {
+            throw ParseError(status: .badRequest, reason: "empty request")
+        }
+        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[0].utf8.allSatisfy(isTokenCharacter) else {
+            throw ParseError(status: .badRequest, reason: "malformed request line")
+        }
+        guard parts[1].hasPrefix("/"), parts[1].utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw ParseError(status: .badRequest, reason: "malformed request target")
+        }
+        let minorVersion: Int
+        switch parts[2] {
+        case "HTTP/1.1": minorVersion = 1
+        case "HTTP/1.0": minorVersion = 0
+        default: throw ParseError(status: .badRequest, reason: "unsupported HTTP version")
+        }
+        var headers: [(name: Substring, value: Substring)] = []
+        headers.reserveCapacity(12)
+        for line in lines {
+            guard headers.count < maxHeaderCount else {
+                throw ParseError(status: .requestHeaderFieldsTooLarge, reason: "too many header fields")
+            }
+            guard let colon = line.firstIndex(of: ":") else {
+                throw ParseError(status: .badRequest, reason: "malformed header field")
+            }
+            let name = line[..<colon]
+            // A name must be a token: no whitespace before the colon, no obsolete line folding.
+            guard !name.isEmpty, name.utf8.allSatisfy(isTokenCharacter) else {
+                throw ParseError(status: .badRequest, reason: "malformed header field")
+            }
+            headers.append((name, line[line.index(after: colon)...].trimmingOptionalWhitespace()))
+        }
+        return RequestHead(method: parts[0], target: parts[1], minorVersion: minorVersion, headers: headers)
+    }
+
+    /// RFC 9110 tchar.
+    private static func isTokenCharacter(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default:
+            false
+        }
+    }
+}
+
+extension Substring {
+    /// Drops spaces and tabs from both ends (HTTP's optional whitespace), without allocating.
+    func trimmingOptionalWhitespace() -> Substring {
+        var result = self
+        while let first = result.utf8.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
+            result = result.dropFirst()
+        }
+        while let last = result.utf8.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") {
+            result = result.dropLast()
+        }
+        return result
+    }
+}
