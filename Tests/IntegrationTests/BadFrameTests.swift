@@ -60,7 +60,7 @@ import Testing
     @Test func envelopeAbovePostgresLimitIs1009() async throws {
         try await TestServer.with { server in
             let channel = uniqueChannel()
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             try await db.listen(channel)
             let client = try await server.connect(channel: channel, mode: "rw")
             // 7999 bytes of text is allowed by max-message-size, but its envelope is larger.
@@ -138,7 +138,7 @@ import Testing
                     return
                 }
             }
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             try await db.notify(channel, "still open")
             #expect(try await alive.nextText() == "still open")
         }

@@ -33,7 +33,7 @@ import Testing
 
     @Test func tokenOnlyURLGrantsEveryClaimedChannel() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let (a, b, c) = (uniqueChannel(), uniqueChannel(), uniqueChannel())
             let token = TestTokens.mint(mode: "r", channel: a, channels: [b, c, a])
             let client = try await server.connect("/\(token)")
@@ -54,7 +54,7 @@ import Testing
 
     @Test func requestedChannelIsGrantedWhenTokenClaimsNone() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let channel = uniqueChannel()
             let client = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))")
             try await expectReads(client, channel, db: db)
@@ -63,7 +63,7 @@ import Testing
 
     @Test func requestedChannelMustBeAmongClaimedOnes() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let (allowed, other) = (uniqueChannel(), uniqueChannel())
             let token = TestTokens.mint(mode: "r", channels: [uniqueChannel(), allowed])
             let client = try await server.connect("/\(allowed)/\(token)")
@@ -74,7 +74,7 @@ import Testing
 
     @Test func channelSegmentIsPercentDecoded() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let channel = "room \(UUID().uuidString.prefix(6)) ✓/é"
             let client = try await server.connect("/\(TestServer.pathSegment(channel))/\(TestTokens.mint(mode: "r"))")
             try await expectReads(client, channel, db: db)
@@ -85,7 +85,7 @@ import Testing
 
     @Test func channelNamesAreLimitedTo63Bytes() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let prefix = uniqueChannel()
             let longest = prefix + String(repeating: "x", count: 63 - prefix.utf8.count)
             let client = try await server.connect("/\(longest)/\(TestTokens.mint(mode: "r"))")
@@ -148,7 +148,7 @@ import Testing
 
     @Test func allHMACAlgorithmsAreAccepted() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             for algorithm in JWTAlgorithm.allCases {
                 let channel = uniqueChannel()
                 let token = TestTokens.mint(
@@ -162,7 +162,7 @@ import Testing
     /// The two example tokens of the postgres-websockets README work unchanged.
     @Test func readmeTokensOfPostgresWebsocketsWork() async throws {
         try await TestServer.with { server in
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let modeOnly =
                 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtb2RlIjoicncifQ.QKGnMJe41OFZcjz_qQSplmWAmVd_hmVjijKUNoJYpis"
             let withChat =

@@ -7,7 +7,7 @@ import Testing
 @Suite struct LeakTests {
     @Test func twentyThousandCyclesLeaveNoTrace() async throws {
         let environment = [
-            "PGWS_DB_URI": TemporaryPostgres.sharedURI, "PGWS_JWT_SECRET": TestTokens.secret,
+            "PGWS_DB_URI": await TemporaryPostgres.sharedURI(), "PGWS_JWT_SECRET": TestTokens.secret,
             "PGWS_LOG_LEVEL": "notice",
         ]
         try await ServerProcess.with(environment: environment) { server in

@@ -7,8 +7,8 @@ import Testing
 @Suite struct MessagingTests {
     let db: TestDatabase
 
-    init() throws {
-        db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+    init() async throws {
+        db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
     }
 
     @Test func notifyPayloadReachesSocketByteForByte() async throws {

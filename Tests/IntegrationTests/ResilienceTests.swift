@@ -212,7 +212,7 @@ import Testing
             let count = 2_000
             for i in 1..<count { try await writer.send(text: "m\(i)") }
             // The server stops reading once its queue is half full: it never holds more.
-            try await waitUntil(timeout: 10, "the queue to fill") { server.bridge.queuedMessages >= 20 }
+            try await waitUntil(timeout: 30, "the queue to fill") { server.bridge.queuedMessages >= 20 }
             #expect(server.bridge.queuedMessages <= 40)
             backends.forEach { kill($0, SIGCONT) }
             for i in 1..<count {

@@ -8,12 +8,12 @@ import Testing
     @Test func readerOnOneInstanceGetsWriterOfAnotherAndAuditOnce() async throws {
         let audit = uniqueChannel("audit")
         let environment = [
-            "PGWS_DB_URI": TemporaryPostgres.sharedURI, "PGWS_JWT_SECRET": TestTokens.secret,
+            "PGWS_DB_URI": await TemporaryPostgres.sharedURI(), "PGWS_JWT_SECRET": TestTokens.secret,
             "PGWS_AUDIT_CHANNEL": audit,
         ]
         try await ServerProcess.with(environment: environment) { a in
             try await ServerProcess.with(environment: environment) { b in
-                let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+                let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
                 try await db.listen(audit)
                 let channel = uniqueChannel()
                 let reader = try await WebSocketClient.connect(

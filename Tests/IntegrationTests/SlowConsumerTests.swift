@@ -9,7 +9,7 @@ import Testing
         let count = 20_000
         let chunk = 500
         let environment = [
-            "PGWS_DB_URI": TemporaryPostgres.sharedURI, "PGWS_JWT_SECRET": TestTokens.secret,
+            "PGWS_DB_URI": await TemporaryPostgres.sharedURI(), "PGWS_JWT_SECRET": TestTokens.secret,
             // Long enough that the stalled client can still read its close frame once it resumes.
             "PGWS_PONG_TIMEOUT": "60",
         ]
@@ -22,7 +22,7 @@ import Testing
             try await stalled.pauseReading()
             let baselineKB = try #require(server.memoryKB("VmRSS"))
 
-            let db = try TestDatabase(uri: TemporaryPostgres.sharedURI)
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
             let progress = ReaderProgress(readers: readers.count)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (index, reader) in readers.enumerated() {

@@ -25,19 +25,22 @@ public final class TemporaryPostgres: @unchecked Sendable {
             : "postgresql://postgres@/\(database)?host=\(directory)&port=\(port)"
     }
 
-    /// The shared cluster of this test process: `PGWS_TEST_DB_URI` when set is used instead.
-    /// It lives as long as the process; the watchdog removes it after the process exits.
-    public static var sharedURI: String { shared.uri }
+    /// The URI of the shared cluster of this test process (`PGWS_TEST_DB_URI` when set). It is
+    /// started once, off Swift's cooperative threads, and lives as long as the process; the
+    /// watchdog removes it after the process exits.
+    public static func sharedURI() async -> String {
+        await shared.value.uri
+    }
 
-    private static let shared: (uri: String, cluster: TemporaryPostgres?) = {
+    private static let shared = Task<(uri: String, cluster: TemporaryPostgres?), Never> {
         if let uri = ProcessInfo.processInfo.environment["PGWS_TEST_DB_URI"], !uri.isEmpty { return (uri, nil) }
         do {
-            let cluster = try TemporaryPostgres.startBlocking()
+            let cluster = try await TemporaryPostgres.start()
             return (cluster.uri, cluster)
         } catch {
             fatalError("cannot start a throwaway PostgreSQL: \(error)")
         }
-    }()
+    }
 
     private let extraOptions: [String]
 

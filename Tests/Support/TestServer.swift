@@ -15,6 +15,11 @@ public final class TestServer: Sendable {
         self.log = log
     }
 
+    private static func resolve(_ databaseURI: String?) async -> String {
+        if let databaseURI { return databaseURI }
+        return await TemporaryPostgres.sharedURI()
+    }
+
     public static func configuration(databaseURI: String) -> Configuration {
         var config = Configuration(databaseURI: databaseURI, jwtSecret: Array(TestTokens.secret.utf8))
         config.port = 0
@@ -24,11 +29,11 @@ public final class TestServer: Sendable {
     /// Starts a server; `configure` adjusts the configuration first. Waits until the
     /// listener is connected unless `waitForDatabase` is false.
     public static func start(
-        databaseURI: String = TemporaryPostgres.sharedURI,
+        databaseURI: String? = nil,
         waitForDatabase: Bool = true,
         _ configure: (inout Configuration) -> Void = { _ in }
     ) async throws -> TestServer {
-        var config = configuration(databaseURI: databaseURI)
+        var config = configuration(databaseURI: await resolve(databaseURI))
         configure(&config)
         let capture = LogCapture()
         let echo = testLogLevel
@@ -71,12 +76,12 @@ public final class TestServer: Sendable {
 
     /// Runs `body` with a started server and always shuts it down.
     public static func with<T>(
-        databaseURI: String = TemporaryPostgres.sharedURI,
+        databaseURI: String? = nil,
         waitForDatabase: Bool = true,
         _ configure: (inout Configuration) -> Void = { _ in },
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
-        let server = try await start(databaseURI: databaseURI, waitForDatabase: waitForDatabase, configure)
+        let server = try await start(databaseURI: await resolve(databaseURI), waitForDatabase: waitForDatabase, configure)
         do {
             let result = try await body(server)
             await server.shutdown()
