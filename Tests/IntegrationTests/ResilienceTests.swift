@@ -66,6 +66,37 @@ import Testing
         }
     }
 
+    /// A handshake whose LISTEN PostgreSQL never confirms in time gets 408; its channel and
+    /// connection slot are given back, so nothing stays LISTENed on its behalf.
+    @Test func handshakeTimingOutDuringItsListenLeavesNothingBehind() async throws {
+        let cluster = try await TemporaryPostgres.start()
+        defer { cluster.stop() }
+        // Far below the listener's 0.75 s answer timeout: the 408 comes while LISTEN waits.
+        try await TestServer.with(databaseURI: cluster.uri, { $0.handshakeTimeout = 0.1 }) { server in
+            let db = try TestDatabase(uri: cluster.uri)
+            let listener = try await db.query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'"
+            ).compactMap { $0[0].flatMap { Int32($0) } }
+            #expect(listener.count == 1)
+            listener.forEach { kill($0, SIGSTOP) }
+            defer { listener.forEach { kill($0, SIGCONT) } }
+            let channel = uniqueChannel()
+            let outcome = try await server.open("/\(channel)/\(TestTokens.mint(mode: "r"))")
+            guard case .refused(let refusal) = outcome else {
+                Issue.record("the handshake was upgraded although its LISTEN was not confirmed")
+                return
+            }
+            #expect(refusal.status == 408)
+            listener.forEach { kill($0, SIGCONT) }
+            // The frozen listener may be replaced meanwhile; a query it drops counts as "not yet".
+            try await waitUntil(timeout: 10, "the refused socket's channel to be let go") {
+                (try? await server.bridge.listeningChannels()) == []
+            }
+            let health = try await HTTPGet.fetch(port: server.port, path: "/health")
+            #expect(try JSONParser.parse(health.body)["connections"] == .number("0"))
+        }
+    }
+
     @Test(arguments: ["fast", "immediate"])
     func postgresRestartLosesNoClientMessage(mode: String) async throws {
         let cluster = try await TemporaryPostgres.start()

@@ -181,6 +181,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func respond(_ response: HTTPResponse, includingBody: Bool, context: ChannelHandlerContext) {
+        // A request refused while its LISTEN was pending (timed out) gives its channels and
+        // its connection slot back now: the upgrade will never complete.
+        if case .upgrading(let session, _) = state { abandon(session) }
         state = .responding
         cancelTimer()
         let bytes = response.serialized(includingBody: includingBody, allocator: context.channel.allocator)
