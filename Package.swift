@@ -65,6 +65,7 @@ let package = Package(
             dependencies: [
                 "PostgresWebSockets",
                 "CLibPQ",
+                "CLinuxShims",
                 "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

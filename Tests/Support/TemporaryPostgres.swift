@@ -1,3 +1,4 @@
+import CLinuxShims
 import Foundation
 
 /// A throwaway PostgreSQL cluster in a temporary folder, on a free port.
@@ -216,7 +217,7 @@ public final class TemporaryPostgres: @unchecked Sendable {
 
     /// Runs a command to completion with posix_spawn (Foundation's Process can miss the exit
     /// of pg_ctl, whose postmaster child outlives it). Output goes to a file, not a pipe, so
-    /// no daemonized grandchild can hold the reader open.
+    /// no daemonized grandchild can hold the reader open; no other descriptor is inherited.
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], asPostgres: Bool) throws -> String {
         let argv =
@@ -236,6 +237,10 @@ public final class TemporaryPostgres: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+        // Nothing else of this process may reach the child: pg_ctl's postmaster would hold
+        // the sockets of tests running in parallel open for its whole life (NIO does not
+        // create them close-on-exec), so their peers would never see them close.
+        pgws_spawn_close_from(&actions, 3)
         let cArguments = argv.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
         var pid = pid_t()
