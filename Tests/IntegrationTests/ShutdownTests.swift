@@ -31,7 +31,7 @@ import Testing
         backends.forEach { kill($0, SIGSTOP) }
         defer { backends.forEach { kill($0, SIGCONT) } }  // also when an expectation throws
         let count = 300
-        for i in 0..<count { try await writer.send(text: "last-\(i)") }
+        try await writer.send(texts: (0..<count).map { "last-\($0)" })
         try await writer.ping([1])
         #expect(try await writer.next() == .pong([1]))  // the server has read every message
         server.signal(signal)

@@ -20,7 +20,7 @@ public final class LogCapture: Sendable {
     /// Waits for a line containing `text`, consuming the lines before it.
     @discardableResult
     public func waitForLine(containing text: String, timeout: Double = 20) async throws -> String {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        let deadline = ContinuousClock.now + .milliseconds(Int64(patience(timeout) * 1000))
         while true {
             let remaining =
                 Double((deadline - ContinuousClock.now).components.seconds)

@@ -32,6 +32,7 @@ public final class EventQueue<Element: Sendable>: Sendable {
     }
 
     public func next(timeout: Double) async throws -> Element {
+        let timeout = patience(timeout)
         guard let item = await nextIfAny(within: timeout) else { throw Timeout(seconds: timeout) }
         return item
     }

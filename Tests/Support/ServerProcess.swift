@@ -103,7 +103,7 @@ public final class ServerProcess: @unchecked Sendable {
     /// Waits for a log line containing `text`, consuming the lines before it.
     @discardableResult
     public func waitForLine(containing text: String, timeout: Double = 20) async throws -> String {
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = Date().addingTimeInterval(patience(timeout))
         while true {
             let remaining = deadline.timeIntervalSinceNow
             guard remaining > 0 else { throw WaitTimeout(what: "log line containing '\(text)'; log so far:\n\(log)") }

@@ -85,6 +85,10 @@ public final class TestDatabase: @unchecked Sendable {
 
     /// The next notification, waiting up to `timeout` seconds for it.
     public func nextNotification(timeout: Double = 10) async throws -> Received {
+        try await nextNotification(within: patience(timeout))
+    }
+
+    private func nextNotification(within timeout: Double) async throws -> Received {
         try await onQueue {
             let deadline = Date().addingTimeInterval(timeout)
             while self.pending.isEmpty {
@@ -104,13 +108,14 @@ public final class TestDatabase: @unchecked Sendable {
     /// Collects `count` notifications (in arrival order) within `timeout` seconds.
     public func notifications(count: Int, timeout: Double = 30) async throws -> [Received] {
         var received: [Received] = []
+        let timeout = patience(timeout)
         let deadline = Date().addingTimeInterval(timeout)
         while received.count < count {
             let remaining = deadline.timeIntervalSinceNow
             guard remaining > 0 else {
                 throw Error(description: "got \(received.count) of \(count) notifications within \(timeout) s")
             }
-            received.append(try await nextNotification(timeout: remaining))
+            received.append(try await nextNotification(within: remaining))
         }
         return received
     }

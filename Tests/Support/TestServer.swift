@@ -61,7 +61,7 @@ public final class TestServer: Sendable {
                 return true
             }
             group.addTask {
-                try await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+                try await Task.sleep(for: .milliseconds(Int64(patience(timeout) * 1000)))
                 return false
             }
             let cameUp = try await group.next() ?? false
@@ -126,7 +126,7 @@ public struct WaitTimeout: Error, CustomStringConvertible {
 public func waitUntil(
     timeout: Double, _ what: String, every interval: Double = 0.02, _ condition: () async throws -> Bool
 ) async throws {
-    let deadline = Date().addingTimeInterval(timeout)
+    let deadline = Date().addingTimeInterval(patience(timeout))
     while !(try await condition()) {
         guard Date() < deadline else { throw WaitTimeout(what: what) }
         try await Task.sleep(for: .milliseconds(Int64(interval * 1000)))

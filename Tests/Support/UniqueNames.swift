@@ -8,8 +8,13 @@ public func uniqueChannel(_ prefix: String = "t") -> String {
 
 /// Set by `make test-tsan`: ThreadSanitizer's shadow memory inflates RSS, so memory bounds
 /// are checked by the plain `make test` run only.
-public var runsUnderSanitizer: Bool {
-    ProcessInfo.processInfo.environment["PGWS_TEST_SANITIZER"] != nil
+public let runsUnderSanitizer = ProcessInfo.processInfo.environment["PGWS_TEST_SANITIZER"] != nil
+
+/// How long a test waits for an event before it calls it lost. ThreadSanitizer slows the
+/// test process several times over while the whole suite runs on two cores, so the waits
+/// stretch with it; none of them is a timing target, only a guard against hanging forever.
+public func patience(_ seconds: Double) -> Double {
+    runsUnderSanitizer ? seconds * 3 : seconds
 }
 
 /// Runs one step of a test; a failure names the step.

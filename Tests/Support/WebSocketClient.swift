@@ -139,6 +139,17 @@ public final class WebSocketClient: Sendable {
         try await send(opcode: .text, payload: Array(text.utf8))
     }
 
+    /// Sends every text as its own frame, all in one write: the server gets them back to back
+    /// however busy this process is.
+    public func send(texts: [String]) async throws {
+        var frames = ByteBuffer()
+        for text in texts {
+            var frame = Self.encodeFrame(opcode: .text, payload: Array(text.utf8), fin: true, masked: true)
+            frames.writeBuffer(&frame)
+        }
+        try await channel.writeAndFlush(frames)
+    }
+
     public func send(binary: [UInt8]) async throws {
         try await send(opcode: .binary, payload: binary)
     }
