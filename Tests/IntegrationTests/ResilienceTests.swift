@@ -74,9 +74,7 @@ import Testing
         // Far below the listener's 0.75 s answer timeout: the 408 comes while LISTEN waits.
         try await TestServer.with(databaseURI: cluster.uri, { $0.handshakeTimeout = 0.1 }) { server in
             let db = try TestDatabase(uri: cluster.uri)
-            let listener = try await db.query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'"
-            ).compactMap { $0[0].flatMap { Int32($0) } }
+            let listener = try await db.backendPIDs(application: "postgres-websockets listener")
             #expect(listener.count == 1)
             listener.forEach { kill($0, SIGSTOP) }
             defer { listener.forEach { kill($0, SIGCONT) } }
@@ -176,10 +174,7 @@ import Testing
             let db = try TestDatabase(uri: cluster.uri)
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")
-            let listener = try #require(
-                try await db.query(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'"
-                ).first?.first.flatMap { $0.flatMap { Int32($0) } })
+            let listener = try #require(try await db.backendPIDs(application: "postgres-websockets listener").first)
             kill(listener, SIGSTOP)
             defer { kill(listener, SIGCONT) }
             let lost = try await server.log.waitForLine(containing: "database connection lost")
@@ -234,9 +229,7 @@ import Testing
             let writer = try await server.connect(channel: channel, mode: "w")
             try await writer.send(text: "m0")
             #expect(try JSONParser.parse(try await reader.nextText())["payload"] == .string("m0"))
-            let backends = try await db.query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets notifier'"
-            ).compactMap { $0[0].flatMap { Int32($0) } }
+            let backends = try await db.backendPIDs(application: "postgres-websockets notifier")
             #expect(!backends.isEmpty)
             backends.forEach { kill($0, SIGSTOP) }
             defer { backends.forEach { kill($0, SIGCONT) } }

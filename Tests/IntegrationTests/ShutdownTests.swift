@@ -24,9 +24,7 @@ import Testing
 
         // Freeze the backends that commit client messages: whatever the writer sends now is
         // certainly still queued in the server when the signal arrives.
-        let backends = try await db.query(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'postgres-websockets notifier'"
-        ).compactMap { $0[0].flatMap { Int32($0) } }
+        let backends = try await db.backendPIDs(application: "postgres-websockets notifier")
         #expect(!backends.isEmpty)
         backends.forEach { kill($0, SIGSTOP) }
         defer { backends.forEach { kill($0, SIGCONT) } }  // also when an expectation throws

@@ -78,6 +78,14 @@ public final class TestDatabase: @unchecked Sendable {
         }
     }
 
+    /// The server processes of the sessions named `application` (the bridge's
+    /// "postgres-websockets listener" and "postgres-websockets notifier"), for tests that
+    /// freeze or end them.
+    public func backendPIDs(application: String) async throws -> [Int32] {
+        try await query("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [application])
+            .compactMap { $0[0].flatMap { Int32($0) } }
+    }
+
     /// Sends `NOTIFY channel, payload` through pg_notify.
     public func notify(_ channel: String, _ payload: String) async throws {
         try await query("SELECT pg_notify($1, $2)", [channel, payload])
