@@ -226,11 +226,9 @@ public final class TemporaryPostgres: @unchecked Sendable {
         var template = Array("/tmp/pgws-cmd-XXXXXX".utf8CString)
         let outputFD = mkstemp(&template)
         guard outputFD >= 0 else { throw Failure(description: "mkstemp failed") }
-        let outputPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        defer {
-            close(outputFD)
-            unlink(outputPath)
-        }
+        // Unlinked at once: nothing stays behind when the process exits mid-command.
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        defer { close(outputFD) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -248,7 +246,9 @@ public final class TemporaryPostgres: @unchecked Sendable {
         guard spawned == 0 else { throw Failure(description: "cannot run \(argv[0]): error \(spawned)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        lseek(outputFD, 0, SEEK_SET)
+        let output = FileHandle(fileDescriptor: outputFD, closeOnDealloc: false).readDataToEndOfFile()
+        let text = String(decoding: output, as: UTF8.self)
         let exited = status & 0x7f == 0
         let code = (status >> 8) & 0xff
         guard exited && code == 0 else {
