@@ -1,3 +1,4 @@
+import BridgeTestSupport
 import Foundation
 import Synchronization
 
@@ -271,7 +272,7 @@ private final class FloorLoop {
         }
         let response =
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Accept: \(LoadHandler.accept(for: key))\r\n\r\n"
+            + "Sec-WebSocket-Accept: \(WebSocketClient.accept(for: key))\r\n\r\n"
         connection.open = true
         _ = enqueue(Array(response.utf8), to: connection)
     }

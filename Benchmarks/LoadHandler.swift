@@ -1,4 +1,4 @@
-import COpenSSL
+import BridgeTestSupport
 import NIOCore
 import PostgresWebSockets
 
@@ -59,7 +59,7 @@ final class LoadHandler: ChannelInboundHandler {
         random = generator.next() | 1
         let keyBytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let key = Base64.encode(keyBytes)
-        expectedAccept = Self.accept(for: key)
+        expectedAccept = WebSocketClient.accept(for: key)
         request =
             "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -371,15 +371,6 @@ final class LoadHandler: ChannelInboundHandler {
             }
             return count
         }
-    }
-
-    /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)).
-    static func accept(for key: String) -> String {
-        let input = Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
-        var digest = [UInt8](repeating: 0, count: 64)
-        var length: UInt32 = 0
-        _ = EVP_Digest(input, input.count, &digest, &length, EVP_sha1(), nil)
-        return Base64.encode(digest[0..<Int(length)])
     }
 }
 

@@ -215,7 +215,9 @@ public final class WebSocketClient: Sendable {
         return buffer
     }
 
-    static func accept(for key: String) -> String {
+    /// Sec-WebSocket-Accept as a client expects it: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.
+    /// Written apart from the server's own, so a mistake there cannot agree with itself here.
+    public static func accept(for key: String) -> String {
         let input = Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
         var digest = [UInt8](repeating: 0, count: 64)
         var length: UInt32 = 0
