@@ -41,7 +41,7 @@ import Testing
     }
 
     @Test func frameAboveMaxMessageSizeIs1009() async throws {
-        try await TestServer.with({ $0.maxMessageSize = 1000 }) { server in
+        try await TestServer.with({ $0.limits.maxMessageSize = 1000 }) { server in
             let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
             try await client.send(text: String(repeating: "a", count: 1001))
             try await expectClose(client, code: 1009, reasonContains: "1000 bytes")
@@ -49,7 +49,7 @@ import Testing
     }
 
     @Test func fragmentedMessageAboveMaxMessageSizeIs1009() async throws {
-        try await TestServer.with({ $0.maxMessageSize = 1000 }) { server in
+        try await TestServer.with({ $0.limits.maxMessageSize = 1000 }) { server in
             let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
             try await client.send(opcode: .text, payload: Array(repeating: 0x61, count: 600), fin: false)
             try await client.send(opcode: .continuation, payload: Array(repeating: 0x61, count: 600), fin: true)
@@ -119,7 +119,7 @@ import Testing
     @Test func idleSocketsArePingedAndDroppedWhenSilent() async throws {
         // A pong timeout with room for a loaded 2-core machine to answer in time.
         try await TestServer.with({
-            $0.pingInterval = 0.3; $0.pongTimeout = 2
+            $0.limits.pingInterval = .fromSeconds(0.3); $0.limits.pongTimeout = .fromSeconds(2)
         }) { server in
             let channel = uniqueChannel()
             let alive = try await server.connect("/\(channel)/\(TestTokens.mint(mode: "r"))")

@@ -34,7 +34,7 @@ import Testing
         try FileManager.default.createSymbolicLink(
             at: root.appendingPathComponent("escape.txt"), withDestinationURL: secret)
 
-        try await TestServer.with({ $0.rootPath = root.path }) { server in
+        try await TestServer.with({ $0.server.rootPath = root.path }) { server in
             let index = try await HTTPGet.fetch(port: server.port, path: "/")
             #expect(index.status == 200)
             #expect(index.body == "<h1>demo</h1>")

@@ -138,7 +138,7 @@ import Testing
     /// Requests no browser sends. Each gets a 4xx status line and the connection is closed;
     /// none goes unanswered or gets a 5xx.
     @Test func malformedUpgradesGetA4xxAndAClosedConnection() async throws {
-        try await TestServer.with({ $0.handshakeTimeout = 3 }) { server in
+        try await TestServer.with({ $0.limits.handshakeTimeout = .fromSeconds(3) }) { server in
             let token = TestTokens.mint(mode: "rw")
             let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

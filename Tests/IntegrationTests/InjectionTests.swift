@@ -21,7 +21,7 @@ import Testing
         try await TestServer.with(
             databaseURI: cluster.uri,
             {
-                $0.auditChannel = audit; $0.metaChannel = "meta'; DROP TABLE canary;--"
+                $0.channels.auditChannel = audit; $0.channels.metaChannel = "meta'; DROP TABLE canary;--"
             }
         ) { server in
             let receiver = try TestDatabase(uri: cluster.uri)

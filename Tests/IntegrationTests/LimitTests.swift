@@ -8,7 +8,7 @@ import Testing
 /// The configurable limits: connections, handshake time, header size, origins.
 @Suite struct LimitTests {
     @Test func connectionsAboveMaximumGet503() async throws {
-        try await TestServer.with({ $0.maxConnections = 2 }) { server in
+        try await TestServer.with({ $0.limits.maxConnections = 2 }) { server in
             let channel = uniqueChannel()
             let first = try await server.connect(channel: channel, mode: "r")
             _ = try await server.connect(channel: channel, mode: "r")
@@ -28,7 +28,7 @@ import Testing
     }
 
     @Test func silentPeerIsDroppedAfterHandshakeTimeout() async throws {
-        try await TestServer.with({ $0.handshakeTimeout = 2 }) { server in
+        try await TestServer.with({ $0.limits.handshakeTimeout = .fromSeconds(2) }) { server in
             let silent = try await RawConnection.open(port: server.port)
             #expect(try await silent.readToEnd(timeout: 20).isEmpty)
             let partial = try await RawConnection.open(port: server.port)
@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func oversizedRequestHeadGets431() async throws {
-        try await TestServer.with({ $0.maxHeaderSize = 4096 }) { server in
+        try await TestServer.with({ $0.limits.maxHeaderSize = 4096 }) { server in
             let connection = try await RawConnection.open(port: server.port)
             let huge = String(repeating: "a", count: 5000)
             try await connection.send("GET /\(huge) HTTP/1.1\r\nHost: y\r\n\r\n")
@@ -54,7 +54,8 @@ import Testing
     }
 
     @Test func originsOutsideTheAllowListGet403() async throws {
-        try await TestServer.with({ $0.allowedOrigins = ["https://app.example", "http://localhost:3000"] }) { server in
+        try await TestServer.with({ $0.server.allowedOrigins = ["https://app.example", "http://localhost:3000"] }) {
+            server in
             let channel = uniqueChannel()
             let path = "/\(channel)/\(TestTokens.mint(mode: "r"))"
             _ = try await server.connect(path, headers: [("Origin", "https://app.example")])

@@ -97,7 +97,7 @@ import Testing
     }
 
     @Test func messagesFromOneSocketKeepTheirOrder() async throws {
-        try await TestServer.with({ $0.poolSize = 4 }) { server in
+        try await TestServer.with({ $0.notifier.poolSize = 4 }) { server in
             let channel = uniqueChannel()
             try await db.listen(channel)
             let client = try await server.connect(channel: channel, mode: "w")
@@ -110,7 +110,7 @@ import Testing
 
     @Test func auditChannelGetsIdenticalCopy() async throws {
         let audit = uniqueChannel("audit")
-        try await TestServer.with({ $0.auditChannel = audit }) { server in
+        try await TestServer.with({ $0.channels.auditChannel = audit }) { server in
             let channel = uniqueChannel()
             try await db.listen(channel)
             try await db.listen(audit)
@@ -126,7 +126,7 @@ import Testing
 
     @Test func metaChannelReportsOpenAndClose() async throws {
         let meta = uniqueChannel("meta")
-        try await TestServer.with({ $0.metaChannel = meta }) { server in
+        try await TestServer.with({ $0.channels.metaChannel = meta }) { server in
             try await db.listen(meta)
             let (a, b) = (uniqueChannel(), uniqueChannel())
             let token = TestTokens.mint(mode: "r", channels: [a, b], extra: [("user", .string("bob"))])
@@ -208,7 +208,7 @@ import Testing
     @Test func channelNamesWithSQLSyntaxAreQuotedEverywhere() async throws {
         let audit = "audit\"; DROP TABLE canary; --" + String(UUID().uuidString.prefix(4))
         try await TestServer.with({
-            $0.auditChannel = audit; $0.metaChannel = "meta'; DROP TABLE canary; --"
+            $0.channels.auditChannel = audit; $0.channels.metaChannel = "meta'; DROP TABLE canary; --"
         }) { server in
             try await db.query("CREATE TABLE IF NOT EXISTS canary (id int)")
             let channel = "a\"b'c; DROP TABLE canary; -- \\ żółć \(UUID().uuidString.prefix(4))"

@@ -71,7 +71,8 @@ import Testing
     @Test func handshakeTimingOutDuringItsListenLeavesNothingBehind() async throws {
         let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
-        try await TestServer.with(databaseURI: cluster.uri, { $0.handshakeTimeout = 0.25 }) { server in
+        try await TestServer.with(databaseURI: cluster.uri, { $0.limits.handshakeTimeout = .fromSeconds(0.25) }) {
+            server in
             let db = try TestDatabase(uri: cluster.uri)
             let channel = uniqueChannel()
             var frozen: [Int32] = []
@@ -142,7 +143,9 @@ import Testing
         let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
         try await cluster.stopServer()
-        try await TestServer.with(databaseURI: cluster.uri, waitForDatabase: false, { $0.maxPendingMessages = 5 }) {
+        try await TestServer.with(
+            databaseURI: cluster.uri, waitForDatabase: false, { $0.notifier.maxPendingMessages = 5 }
+        ) {
             server in
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")
@@ -240,7 +243,7 @@ import Testing
     @Test func slowDatabaseSlowsWritersInsteadOfClosingThem() async throws {
         let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
-        try await TestServer.with(databaseURI: cluster.uri, { $0.maxPendingMessages = 40 }) { server in
+        try await TestServer.with(databaseURI: cluster.uri, { $0.notifier.maxPendingMessages = 40 }) { server in
             let db = try TestDatabase(uri: cluster.uri)
             let channel = uniqueChannel()
             let reader = try await server.connect(channel: channel, mode: "r")

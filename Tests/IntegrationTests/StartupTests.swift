@@ -51,8 +51,8 @@ import Testing
             .deletingLastPathComponent()
         let config = try Configuration.load(path: root.appendingPathComponent("sample.conf").path, environment: [:])
         #expect(config.jwtSecret == Array(TestTokens.secret.utf8))
-        #expect(config.port == 3000)
-        #expect(config.rootPath == "client-example")
-        #expect(config.auditChannel == "audit")
+        #expect(config.server.port == 3000)
+        #expect(config.server.rootPath == "client-example")
+        #expect(config.channels.auditChannel == "audit")
     }
 }

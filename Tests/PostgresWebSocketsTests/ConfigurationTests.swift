@@ -89,12 +89,12 @@ struct ConfigurationFileTests {
         let config = try Configuration.load(path: path, environment: [:])
         #expect(config.databaseURI == "postgres://postgres@127.0.0.1:54329/postgres")
         #expect(config.jwtSecret == Array(secret.utf8))
-        #expect(config.host == "127.0.0.1")
-        #expect(config.port == 3000)
-        #expect(config.rootPath == "client-example")
-        #expect(config.auditChannel == "audit")
-        #expect(config.metaChannel == "server-info")
-        #expect(config.poolSize == 2)
+        #expect(config.server.host == "127.0.0.1")
+        #expect(config.server.port == 3000)
+        #expect(config.server.rootPath == "client-example")
+        #expect(config.channels.auditChannel == "audit")
+        #expect(config.channels.metaChannel == "server-info")
+        #expect(config.notifier.poolSize == 2)
     }
 
     @Test("Windows line endings are accepted")
@@ -144,21 +144,21 @@ struct ConfigurationLoadTests {
         let config = try load(environment: required)
         #expect(config.databaseURI == "postgres://localhost/db")
         #expect(config.jwtSecret == Array("s3cret".utf8))
-        #expect(config.host == "127.0.0.1")
-        #expect(config.port == 3000)
-        #expect(config.rootPath == nil)
-        #expect(config.auditChannel == nil)
-        #expect(config.metaChannel == nil)
-        #expect(config.poolSize == 2)
-        #expect(config.maxPendingMessages == 10_000)
-        #expect(config.maxSocketBuffer == 1 << 20)
-        #expect(config.maxMessageSize == 7999)
-        #expect(config.maxConnections == 10_000)
-        #expect(config.handshakeTimeout == 10)
-        #expect(config.maxHeaderSize == 16 * 1024)
-        #expect(config.pingInterval == 30)
-        #expect(config.pongTimeout == 10)
-        #expect(config.allowedOrigins == nil)
+        #expect(config.server.host == "127.0.0.1")
+        #expect(config.server.port == 3000)
+        #expect(config.server.rootPath == nil)
+        #expect(config.channels.auditChannel == nil)
+        #expect(config.channels.metaChannel == nil)
+        #expect(config.notifier.poolSize == 2)
+        #expect(config.notifier.maxPendingMessages == 10_000)
+        #expect(config.limits.maxSocketBuffer == 1 << 20)
+        #expect(config.limits.maxMessageSize == 7999)
+        #expect(config.limits.maxConnections == 10_000)
+        #expect(config.limits.handshakeTimeout == .fromSeconds(10))
+        #expect(config.limits.maxHeaderSize == 16 * 1024)
+        #expect(config.limits.pingInterval == .fromSeconds(30))
+        #expect(config.limits.pongTimeout == .fromSeconds(10))
+        #expect(config.server.allowedOrigins == nil)
         #expect(config.logLevel == .info)
     }
 
@@ -203,21 +203,21 @@ struct ConfigurationLoadTests {
             """)
         #expect(config.databaseURI == "postgres://file/db")
         #expect(config.jwtSecret == Array("file-secret".utf8))
-        #expect(config.host == "0.0.0.0")
-        #expect(config.port == 0)
-        #expect(config.rootPath == "www")
-        #expect(config.auditChannel == "audit")
-        #expect(config.metaChannel == "server-info")
-        #expect(config.poolSize == 64)
-        #expect(config.maxPendingMessages == 5)
-        #expect(config.maxSocketBuffer == 1024)
-        #expect(config.maxMessageSize == 100)
-        #expect(config.maxConnections == 7)
-        #expect(config.handshakeTimeout == 2.5)
-        #expect(config.maxHeaderSize == 2048)
-        #expect(config.pingInterval == 86400)
-        #expect(config.pongTimeout == 0.25)
-        #expect(config.allowedOrigins == ["http://a.example", "https://b.example"])
+        #expect(config.server.host == "0.0.0.0")
+        #expect(config.server.port == 0)
+        #expect(config.server.rootPath == "www")
+        #expect(config.channels.auditChannel == "audit")
+        #expect(config.channels.metaChannel == "server-info")
+        #expect(config.notifier.poolSize == 64)
+        #expect(config.notifier.maxPendingMessages == 5)
+        #expect(config.limits.maxSocketBuffer == 1024)
+        #expect(config.limits.maxMessageSize == 100)
+        #expect(config.limits.maxConnections == 7)
+        #expect(config.limits.handshakeTimeout == .fromSeconds(2.5))
+        #expect(config.limits.maxHeaderSize == 2048)
+        #expect(config.limits.pingInterval == .fromSeconds(86400))
+        #expect(config.limits.pongTimeout == .fromSeconds(0.25))
+        #expect(config.server.allowedOrigins == ["http://a.example", "https://b.example"])
         #expect(config.logLevel == .debug)
     }
 
@@ -234,11 +234,11 @@ struct ConfigurationLoadTests {
             environment: [
                 "PGWS_PORT": "4000", "PGWS_JWT_SECRET": "env-secret", "PGWS_HOST": "", "PGWS_AUDIT_CHANNEL": "a",
             ])
-        #expect(config.port == 4000)
+        #expect(config.server.port == 4000)
         #expect(config.jwtSecret == Array("env-secret".utf8))
-        #expect(config.host == "file-host")
+        #expect(config.server.host == "file-host")
         #expect(config.databaseURI == "postgres://file/db")
-        #expect(config.auditChannel == "a")
+        #expect(config.channels.auditChannel == "a")
     }
 
     @Test("a missing db-uri or jwt-secret names the key and its environment variable")
@@ -310,7 +310,7 @@ struct ConfigurationLoadTests {
             try Configuration.load(path: conf.path, environment: [:])
         }
         let config = try Configuration.load(path: conf.path, environment: ["PGWS_PORT": "1"])
-        #expect(config.port == 1)
+        #expect(config.server.port == 1)
         #expect(config.databaseURI == "postgres://p")
     }
 
@@ -420,7 +420,7 @@ struct ConfigurationLoadTests {
         let long = String(repeating: "a", count: 64)
         let config = try load(
             environment: required.merging(["PGWS_AUDIT_CHANNEL": ok, "PGWS_META_CHANNEL": ok]) { $1 })
-        #expect(config.auditChannel == ok)
+        #expect(config.channels.auditChannel == ok)
         #expect(
             loadError(environment: required.merging(["PGWS_AUDIT_CHANNEL": long]) { $1 })
                 == "PGWS_AUDIT_CHANNEL is not a channel name (channel name longer than 63 bytes), got '\(long)'")
@@ -445,10 +445,11 @@ struct ConfigurationLoadTests {
 
     @Test("allowed-origins that lists nothing allows every origin")
     func emptyOrigins() throws {
-        #expect(try load(" allowed-origins = \" , \"\ndb-uri = \"x\"\njwt-secret = \"y\"").allowedOrigins == nil)
+        #expect(try load(" allowed-origins = \" , \"\ndb-uri = \"x\"\njwt-secret = \"y\"").server.allowedOrigins == nil)
         #expect(
-            try load(environment: required.merging(["PGWS_ALLOWED_ORIGINS": "http://x"]) { $1 }).allowedOrigins == [
-                "http://x"
-            ])
+            try load(environment: required.merging(["PGWS_ALLOWED_ORIGINS": "http://x"]) { $1 }).server.allowedOrigins
+                == [
+                    "http://x"
+                ])
     }
 }

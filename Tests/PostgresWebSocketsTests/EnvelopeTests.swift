@@ -127,40 +127,40 @@ struct EnvelopeTests {
     }
 }
 
-@Suite("DeliveryClock")
-struct DeliveryClockTests {
-    @Test("nextMicroseconds strictly increases over 100,000 calls")
+@Suite("UniqueTimestamps")
+struct UniqueTimestampsTests {
+    @Test("next() strictly increases over 100,000 calls")
     func strictlyIncreasing() {
-        let clock = DeliveryClock.shared
-        var previous = clock.nextMicroseconds()
+        let clock = UniqueTimestamps.shared
+        var previous = clock.next()
         var repeats = 0
         for _ in 0..<100_000 {
-            let next = clock.nextMicroseconds()
+            let next = clock.next()
             if next <= previous { repeats += 1 }
             previous = next
         }
         #expect(repeats == 0)
     }
 
-    @Test("nextMicroseconds follows the wall clock")
+    @Test("next() follows the wall clock")
     func followsWallClock() {
-        let clock = DeliveryClock()
-        let before = DeliveryClock.wallClockMicroseconds()
-        let value = clock.nextMicroseconds()
-        let after = DeliveryClock.wallClockMicroseconds()
+        let clock = UniqueTimestamps()
+        let before = WallClock.microseconds()
+        let value = clock.next()
+        let after = WallClock.microseconds()
         #expect(value >= before)
         #expect(value <= after + 1)
         // 2020-01-01 < now < 2100-01-01, in seconds.
-        #expect(DeliveryClock.now() > 1_577_836_800)
-        #expect(DeliveryClock.now() < 4_102_444_800)
+        #expect(WallClock.seconds() > 1_577_836_800)
+        #expect(WallClock.seconds() < 4_102_444_800)
     }
 
     @Test("concurrent callers never receive the same value")
     func concurrentUnique() async {
-        let clock = DeliveryClock()
+        let clock = UniqueTimestamps()
         let values = await withTaskGroup(of: [Int64].self) { group in
             for _ in 0..<4 {
-                group.addTask { (0..<10_000).map { _ in clock.nextMicroseconds() } }
+                group.addTask { (0..<10_000).map { _ in clock.next() } }
             }
             var all: [Int64] = []
             for await chunk in group { all += chunk }

@@ -5,9 +5,9 @@ import Testing
 
 @Suite("RequestHead")
 struct RequestHeadTests {
-    func parse(_ text: String) throws(RequestHead.ParseError) -> RequestHead {
+    func parse(_ text: String) throws(Refusal) -> RequestHead {
         let result = Array(text.utf8).withUnsafeBytes { raw in
-            Result { () throws(RequestHead.ParseError) in try RequestHead.parse(raw) }
+            Result { () throws(Refusal) in try RequestHead.parse(raw) }
         }
         return try result.get()
     }

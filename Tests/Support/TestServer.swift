@@ -22,7 +22,7 @@ public final class TestServer: Sendable {
 
     public static func configuration(databaseURI: String) -> Configuration {
         var config = Configuration(databaseURI: databaseURI, jwtSecret: Array(TestTokens.secret.utf8))
-        config.port = 0
+        config.server.port = 0
         return config
     }
 
@@ -81,7 +81,8 @@ public final class TestServer: Sendable {
         _ configure: (inout Configuration) -> Void = { _ in },
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
-        let server = try await start(databaseURI: await resolve(databaseURI), waitForDatabase: waitForDatabase, configure)
+        let server = try await start(
+            databaseURI: await resolve(databaseURI), waitForDatabase: waitForDatabase, configure)
         do {
             let result = try await body(server)
             await server.shutdown()

@@ -1,10 +1,20 @@
 /// What an accepted socket may do: the outcome of authorization.
 public struct Grant: Sendable, Equatable {
-    public struct Mode: OptionSet, Sendable, Hashable {
+    public struct Mode: OptionSet, Sendable, Hashable, CustomStringConvertible {
         public let rawValue: UInt8
         public init(rawValue: UInt8) { self.rawValue = rawValue }
         public static let read = Mode(rawValue: 1)
         public static let write = Mode(rawValue: 2)
+
+        /// The claim's spelling: `r`, `w` or `rw`.
+        public var description: String {
+            switch (contains(.read), contains(.write)) {
+            case (true, true): "rw"
+            case (true, false): "r"
+            case (false, true): "w"
+            case (false, false): "-"
+            }
+        }
 
         init?(claim: String) {
             switch claim {
@@ -19,6 +29,9 @@ public struct Grant: Sendable, Equatable {
     public let mode: Mode
     /// Distinct channel names, in the order the token (or URL) named them.
     public let channels: [String]
+
+    /// The channels as one comma-separated list, as meta events and logs show them.
+    var channelList: String { channels.joined(separator: ",") }
 }
 
 /// Why an authenticated socket is refused. Answered with HTTP 403 at the handshake.

@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 
 extension Configuration {
     /// Builds the configuration from an optional config file and the environment.
@@ -41,7 +42,7 @@ private struct Settings {
         guard let uri = try fileOrValue(.databaseURI) else {
             throw missing(.databaseURI)
         }
-        let databaseURI = uri.trimmingWhitespace()
+        let databaseURI = String(uri.trimming(where: isASCIIWhitespace))
         guard !databaseURI.isEmpty else { throw ConfigurationError("\(origin(.databaseURI)) is empty") }
 
         guard var secret = try fileOrValue(.jwtSecret) else { throw missing(.jwtSecret) }
@@ -50,7 +51,7 @@ private struct Settings {
         }
         var secretBytes = Array(secret.utf8)
         if try bool(.secretIsBase64) ?? false {
-            guard let decoded = Base64.decode(secret.trimmingWhitespace()) else {
+            guard let decoded = Base64.decode(String(secret.trimming(where: isASCIIWhitespace))) else {
                 throw ConfigurationError("\(origin(.jwtSecret)) is not valid base64 although secret-is-base64 is true")
             }
             secretBytes = decoded
@@ -58,24 +59,24 @@ private struct Settings {
         guard !secretBytes.isEmpty else { throw ConfigurationError("\(origin(.jwtSecret)) is empty") }
 
         var config = Configuration(databaseURI: databaseURI, jwtSecret: secretBytes)
-        if let host = values[.host]?.value { config.host = host }
-        if let port = try int(.port, in: 0...65535) { config.port = port }
-        if let root = values[.rootPath]?.value { config.rootPath = root }
-        config.auditChannel = try channel(.auditChannel)
-        config.metaChannel = try channel(.metaChannel)
-        if let n = try int(.poolSize, in: 1...64) { config.poolSize = n }
-        if let n = try int(.maxPendingMessages, in: 1...10_000_000) { config.maxPendingMessages = n }
-        if let n = try int(.maxSocketBuffer, in: 1024...(1 << 30)) { config.maxSocketBuffer = n }
-        if let n = try int(.maxMessageSize, in: 1...Envelope.maxPayloadBytes) { config.maxMessageSize = n }
-        if let n = try int(.maxConnections, in: 1...10_000_000) { config.maxConnections = n }
-        if let s = try seconds(.handshakeTimeout) { config.handshakeTimeout = s }
-        if let n = try int(.maxHeaderSize, in: 1024...(1 << 20)) { config.maxHeaderSize = n }
-        if let s = try seconds(.pingInterval) { config.pingInterval = s }
-        if let s = try seconds(.pongTimeout) { config.pongTimeout = s }
+        if let host = values[.host]?.value { config.server.host = host }
+        if let port = try int(.port, in: 0...65535) { config.server.port = port }
+        if let root = values[.rootPath]?.value { config.server.rootPath = root }
         if let list = values[.allowedOrigins]?.value {
-            let origins = list.split(separator: ",").map { String($0.trimmingSpaces()) }.filter { !$0.isEmpty }
-            config.allowedOrigins = origins.isEmpty ? nil : origins
+            let origins = list.split(separator: ",").map { String($0.trimming()) }.filter { !$0.isEmpty }
+            config.server.allowedOrigins = origins.isEmpty ? nil : origins
         }
+        config.channels.auditChannel = try channel(.auditChannel)
+        config.channels.metaChannel = try channel(.metaChannel)
+        if let n = try int(.poolSize, in: 1...64) { config.notifier.poolSize = n }
+        if let n = try int(.maxPendingMessages, in: 1...10_000_000) { config.notifier.maxPendingMessages = n }
+        if let n = try int(.maxSocketBuffer, in: 1024...(1 << 30)) { config.limits.maxSocketBuffer = n }
+        if let n = try int(.maxMessageSize, in: 1...Envelope.maxPayloadBytes) { config.limits.maxMessageSize = n }
+        if let n = try int(.maxConnections, in: 1...10_000_000) { config.limits.maxConnections = n }
+        if let t = try seconds(.handshakeTimeout) { config.limits.handshakeTimeout = t }
+        if let n = try int(.maxHeaderSize, in: 1024...(1 << 20)) { config.limits.maxHeaderSize = n }
+        if let t = try seconds(.pingInterval) { config.limits.pingInterval = t }
+        if let t = try seconds(.pongTimeout) { config.limits.pongTimeout = t }
         if let level = values[.logLevel]?.value {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
                 throw invalid(.logLevel, "must be one of trace, debug, info, notice, warning, error, critical")
@@ -130,23 +131,17 @@ private struct Settings {
         return number
     }
 
-    private func seconds(_ key: ConfigurationKey) throws(ConfigurationError) -> Double? {
+    private func seconds(_ key: ConfigurationKey) throws(ConfigurationError) -> TimeAmount? {
         guard let value = values[key]?.value else { return nil }
         guard let number = Double(value), number.isFinite, number > 0, number <= 86_400 else {
             throw invalid(key, "must be a number of seconds above 0 and at most 86400")
         }
-        return number
+        return .fromSeconds(number)
     }
 
     private func channel(_ key: ConfigurationKey) throws(ConfigurationError) -> String? {
         guard let name = values[key]?.value else { return nil }
         if let problem = ChannelName.problem(with: name) { throw invalid(key, "is not a channel name (\(problem))") }
         return name
-    }
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        String(Substring(self).drop(while: { $0.isWhitespace }).reversed().drop(while: { $0.isWhitespace }).reversed())
     }
 }

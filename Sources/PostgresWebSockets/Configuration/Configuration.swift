@@ -1,39 +1,19 @@
 import Logging
+import NIOCore
 
-/// The server's settings, validated. Built from a config file and the environment by
-/// `Configuration.load(file:environment:)`, or directly by tests.
+/// The server's settings, validated, grouped by the part that reads them. Built from a config
+/// file and the environment by `Configuration.load(file:environment:)`, or directly by tests.
+/// Durations are converted once, here, into the types their users schedule with.
 public struct Configuration: Sendable {
-    /// libpq connection string or URI.
+    /// libpq connection string or URI, for the listener and every notifier connection.
     public var databaseURI: String
     /// The HMAC key, already base64-decoded when `secret-is-base64` is set.
     public var jwtSecret: [UInt8]
-    public var host: String = "127.0.0.1"
-    /// 0 asks the kernel for a free port; the chosen port is logged.
-    public var port: Int = 3000
-    /// Folder served as static files on plain GET requests.
-    public var rootPath: String? = nil
-    public var auditChannel: String? = nil
-    public var metaChannel: String? = nil
-    /// libpq connections used to send client messages.
-    public var poolSize: Int = 2
-    /// Client messages held while the database is unreachable.
-    public var maxPendingMessages: Int = 10_000
-    /// Unsent bytes a socket may accumulate before it is closed as too slow.
-    public var maxSocketBuffer: Int = 1 << 20
-    /// Largest text message a client may send, in bytes.
-    public var maxMessageSize: Int = Envelope.maxPayloadBytes
-    /// Open WebSockets allowed at once; one more gets HTTP 503.
-    public var maxConnections: Int = 10_000
-    /// Seconds a new TCP connection has to complete its HTTP request.
-    public var handshakeTimeout: Double = 10
-    /// Bytes allowed for the request line plus headers.
-    public var maxHeaderSize: Int = 16 * 1024
-    /// Seconds of silence from a client before the server pings it.
-    public var pingInterval: Double = 30
-    /// Seconds a pinged client has to answer before it is dropped.
-    public var pongTimeout: Double = 10
-    /// Origins allowed to open sockets; nil allows every origin.
-    public var allowedOrigins: [String]? = nil
+    public var server = ServerSettings()
+    public var channels = ChannelSettings()
+    public var listener = ListenerSettings()
+    public var notifier = NotifierSettings()
+    public var limits = Limits()
     public var logLevel: Logger.Level = .info
 
     public init(databaseURI: String, jwtSecret: [UInt8]) {
@@ -42,9 +22,71 @@ public struct Configuration: Sendable {
     }
 }
 
+/// Where the server listens and what it serves besides WebSockets.
+public struct ServerSettings: Sendable {
+    public var host: String = "127.0.0.1"
+    /// 0 asks the kernel for a free port; the chosen port is logged.
+    public var port: Int = 3000
+    /// Folder served as static files on plain GET requests.
+    public var rootPath: String? = nil
+    /// Origins allowed to open sockets; nil allows every origin.
+    public var allowedOrigins: [String]? = nil
+}
+
+/// The channels the server itself publishes on.
+public struct ChannelSettings: Sendable {
+    /// Receives a copy of every client message.
+    public var auditChannel: String? = nil
+    /// Receives `ConnectionOpen` and `ConnectionClose` events.
+    public var metaChannel: String? = nil
+}
+
+/// How the listener watches its connection when PostgreSQL says nothing.
+public struct ListenerSettings: Sendable {
+    /// Silence after which an idle connection is probed.
+    public var probeAfterIdle: Duration = .milliseconds(250)
+    /// How long a probe may go unanswered (with nothing at all received) before the
+    /// connection counts as lost.
+    public var probeTimeout: Duration = .milliseconds(750)
+}
+
+/// The connections that send client messages to PostgreSQL.
+public struct NotifierSettings: Sendable {
+    /// libpq connections used to send client messages.
+    public var poolSize: Int = 2
+    /// Client messages held while the database is unreachable.
+    public var maxPendingMessages: Int = 10_000
+}
+
+/// What one client may cost the server, in bytes and time.
+public struct Limits: Sendable {
+    /// Open WebSockets allowed at once; one more gets HTTP 503.
+    public var maxConnections: Int = 10_000
+    /// Largest text message a client may send, in bytes.
+    public var maxMessageSize: Int = Envelope.maxPayloadBytes
+    /// Unsent bytes a socket may accumulate before it is closed as too slow.
+    public var maxSocketBuffer: Int = 1 << 20
+    /// Bytes allowed for the request line plus headers.
+    public var maxHeaderSize: Int = 16 * 1024
+    /// Time a new TCP connection has to complete its HTTP request and get its answer.
+    public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// Silence from a client before the server pings it.
+    public var pingInterval: TimeAmount = .seconds(30)
+    /// Time a pinged client has to answer before it is dropped; also how long a closing
+    /// socket may take to drain and answer the close frame.
+    public var pongTimeout: TimeAmount = .seconds(10)
+}
+
 /// A setting that is missing or wrong. Its description is the one line printed at start-up.
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+extension TimeAmount {
+    /// Seconds as given in the configuration (fractions allowed).
+    public static func fromSeconds(_ seconds: Double) -> TimeAmount {
+        .nanoseconds(Int64((seconds * 1e9).rounded()))
+    }
 }

@@ -24,7 +24,7 @@ public struct ConfigurationFile: Sendable {
             guard let equals = trimmed.firstIndex(of: "=") else {
                 throw ConfigurationError("\(path):\(lineNumber): expected 'key = value'")
             }
-            let name = trimmed[..<equals].trimmingSpaces()
+            let name = trimmed[..<equals].trimming()
             guard let key = ConfigurationKey(rawValue: String(name)) else {
                 throw ConfigurationError("\(path):\(lineNumber): unknown key '\(name)'")
             }
@@ -44,7 +44,7 @@ public struct ConfigurationFile: Sendable {
     ) throws(ConfigurationError) -> String {
         let text = text.drop(while: { $0 == " " || $0 == "\t" })
         guard text.first == "\"" else {
-            let bare = (text.firstIndex(of: "#").map { text[..<$0] } ?? text).trimmingSpaces()
+            let bare = (text.firstIndex(of: "#").map { text[..<$0] } ?? text).trimming()
             guard !bare.isEmpty else { throw ConfigurationError("\(path):\(line): '\(key.rawValue)' has no value") }
             return String(bare)
         }
@@ -74,19 +74,10 @@ public struct ConfigurationFile: Sendable {
                 value.append(character)
             }
         }
-        let rest = text[index...].trimmingSpaces()
+        let rest = text[index...].trimming()
         guard rest.isEmpty || rest.hasPrefix("#") else {
             throw ConfigurationError("\(path):\(line): unexpected text after the value of '\(key.rawValue)'")
         }
         return value
-    }
-}
-
-extension Substring {
-    func trimmingSpaces() -> Substring {
-        var result = self
-        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-        return result
     }
 }

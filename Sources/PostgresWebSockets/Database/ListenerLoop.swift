@@ -1,69 +1,67 @@
 import CLibPQ
 import Logging
-import NIOCore
-import NIOWebSocket
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The listener thread's state: the connection, what it LISTENs on, the command in flight.
-struct ListenerLoop {
-    private enum InFlight {
-        case sync(listen: [ChannelKey], unlisten: [ChannelKey])
+/// The listener thread: its connection, the command on the wire, and the outage it is in.
+struct ListenerLoop<Sink: NotificationSink> {
+    private enum OnTheWire {
+        case sync
+        /// An empty query on an idle connection: any answer proves the path to PostgreSQL.
         case probe
-        case query(Listener.Query, rows: [String?])
+        case query(ListenRegistry.Query, rows: [String?])
     }
 
-    let listener: Listener
+    let listener: Listener<Sink>
+    private let probeAfterIdle: Double
+    private let probeTimeout: Double
     private var connection: PGConnection? = nil
-    private var listening: Set<ChannelKey> = []
-    private var inFlight: InFlight? = nil
-    private var inFlightSince = 0.0
+    private var onTheWire: OnTheWire? = nil
+    private var sentAt = 0.0
     private var lastInput = 0.0
     private var backoff = Backoff()
-    /// Set when `listening` changed and the shared state has not been told yet.
-    private var needsConfirm = false
     private var outageStart: Double? = nil
+    private var logger: Logger { listener.logger }
+    private var registry: ListenRegistry { listener.registry }
 
-    init(listener: Listener) {
+    init(listener: Listener<Sink>) {
         self.listener = listener
+        probeAfterIdle = listener.settings.probeAfterIdle.seconds
+        probeTimeout = listener.settings.probeTimeout.seconds
     }
 
     mutating func run() {
-        while !listener.isStopping {
+        while !registry.isStopping {
             if connection == nil {
                 connect()
-                continue
+            } else {
+                step()
             }
-            step()
         }
         connection = nil
-        listener.failPendingQueries()
-        listener.log.debug("listener stopped")
+        registry.failPendingQueries()
+        logger.debug("listener stopped")
     }
 
     private mutating func connect() {
-        switch PGConnection.connect(listener.connectionInfo, applicationName: "postgres-websockets listener") {
+        switch PGConnection.connect(listener.conninfo, applicationName: "postgres-websockets listener") {
         case .success(let conn):
             guard conn.setNonBlocking() else {
                 fail("cannot set the connection non-blocking: \(conn.errorMessage)")
                 return
             }
             connection = conn
-            listening = []
-            inFlight = nil
-            needsConfirm = true
-            listener.connectionOpened()
+            onTheWire = nil
+            registry.connectionOpened()
             lastInput = monotonicSeconds()
             backoff.reset()
             if let start = outageStart {
-                let seconds = monotonicSeconds() - start
-                listener.log.notice(
-                    "database connection restored",
-                    metadata: ["outage_seconds": "\(String(format2(seconds)))"])
+                logger.notice(
+                    "database connection restored", [.outageSeconds: "\(formatSeconds(monotonicSeconds() - start))"])
             } else {
-                listener.log.info("listener connected", metadata: ["backend_pid": "\(conn.backendPID)"])
+                logger.info("listener connected", [.backendPID: "\(conn.backendPID)"])
             }
             outageStart = nil
         case .failure(let error):
@@ -75,47 +73,45 @@ struct ListenerLoop {
     private mutating func fail(_ message: String) {
         if outageStart == nil {
             outageStart = monotonicSeconds()
-            listener.log.warning("database unavailable, retrying with backoff", metadata: ["error": "\(message)"])
+            logger.warning("database unavailable, retrying with backoff", [.error: "\(message)"])
         } else {
-            listener.log.debug("database still unavailable", metadata: ["error": "\(message)"])
+            logger.debug("database still unavailable", [.error: "\(message)"])
         }
-        _ = listener.wakeSignal.wait(timeout: backoff.nextDelay())
+        _ = registry.wake.wait(timeout: backoff.nextDelay())
     }
 
     private mutating func lose(_ reason: String) {
         connection = nil
-        listening = []
-        inFlight = nil
+        onTheWire = nil
         outageStart = monotonicSeconds()
-        listener.log.warning("database connection lost", metadata: ["error": "\(reason)"])
-        listener.connectionLost()
+        logger.warning("database connection lost", [.error: "\(reason)"])
+        registry.connectionLost()
     }
 
     private mutating func step() {
         guard let conn = connection else { return }
-        if listener.deliveryIsBackedUp {
+        guard listener.hasDemand else {
             // Leave the socket unread until the event loops catch up; PostgreSQL queues the
             // notifications meanwhile. The connection is busy, not idle: no probe is due.
-            _ = listener.wakeSignal.wait(timeout: 0.05)
+            _ = registry.wake.wait(timeout: 1)
             lastInput = monotonicSeconds()
             return
         }
-        if inFlight == nil {
+        if onTheWire == nil {
             startNextCommand(conn)
             guard connection != nil else { return }
         }
-        let now = monotonicSeconds()
-        var timeout = Listener.probeAfterIdle
-        if inFlight != nil {
-            let waited = now - max(inFlightSince, lastInput)
-            if waited >= Listener.probeTimeout {
-                lose("no answer from PostgreSQL for \(format2(waited)) s")
+        var timeout = probeAfterIdle
+        if onTheWire != nil {
+            let waited = monotonicSeconds() - max(sentAt, lastInput)
+            if waited >= probeTimeout {
+                lose("no answer from PostgreSQL for \(formatSeconds(waited)) s")
                 return
             }
-            timeout = Listener.probeTimeout - waited
+            timeout = probeTimeout - waited
         }
         let flushPending = conn.flush() == 1
-        let readiness = listener.wakeSignal.wait(socket: conn.socket, forWriting: flushPending, timeout: timeout)
+        let readiness = registry.wake.wait(socket: conn.socket, forWriting: flushPending, timeout: timeout)
         if readiness.socketReadable || readiness.socketError {
             lastInput = monotonicSeconds()
             guard conn.consumeInput() else {
@@ -130,40 +126,35 @@ struct ListenerLoop {
                 return
             }
         }
-        if inFlight == nil, !readiness.woken, monotonicSeconds() - lastInput >= Listener.probeAfterIdle {
+        if onTheWire == nil, !readiness.woken, monotonicSeconds() - lastInput >= probeAfterIdle {
             send(conn, "", as: .probe)
         }
     }
 
     private mutating func startNextCommand(_ conn: PGConnection) {
-        let work = listener.nextWork(listening: listening)
-        if work.stopping { return }
-        if !work.listen.isEmpty || !work.unlisten.isEmpty {
+        switch registry.nextCommand() {
+        case .sync(let sync)?:
             var sql = ""
-            for channel in work.listen {
-                guard let quoted = conn.quoteIdentifier(channel.name) else {
-                    lose("cannot quote a channel name: \(conn.errorMessage)")
-                    return
+            for (verb, channels) in [("LISTEN", sync.listen), ("UNLISTEN", sync.unlisten)] {
+                for channel in channels {
+                    guard let quoted = conn.quoteIdentifier(channel.name) else {
+                        lose("cannot quote a channel name: \(conn.errorMessage)")
+                        return
+                    }
+                    sql += "\(verb) \(quoted);"
                 }
-                sql += "LISTEN \(quoted);"
             }
-            for channel in work.unlisten {
-                guard let quoted = conn.quoteIdentifier(channel.name) else {
-                    lose("cannot quote a channel name: \(conn.errorMessage)")
-                    return
-                }
-                sql += "UNLISTEN \(quoted);"
-            }
-            send(conn, sql, as: .sync(listen: work.listen, unlisten: work.unlisten))
-        } else if let query = work.query {
+            send(conn, sql, as: .sync)
+            logger.debug(
+                "LISTEN set update sent", [.listen: "\(sync.listen.count)", .unlisten: "\(sync.unlisten.count)"])
+        case .query(let query)?:
             send(conn, query.sql, as: .query(query, rows: []))
-        } else if needsConfirm || work.settled {
-            needsConfirm = false
-            listener.confirm(listening: listening)
+        case nil:
+            break
         }
     }
 
-    private mutating func send(_ conn: PGConnection, _ sql: String, as command: InFlight) {
+    private mutating func send(_ conn: PGConnection, _ sql: String, as command: OnTheWire) {
         guard conn.sendQuery(sql) else {
             if case .query(let query, _) = command {
                 query.completion(.failure(DatabaseError(kind: .content, message: conn.errorMessage, sqlState: nil)))
@@ -171,21 +162,21 @@ struct ListenerLoop {
             lose(conn.errorMessage)
             return
         }
-        inFlight = command
-        inFlightSince = monotonicSeconds()
+        onTheWire = command
+        sentAt = monotonicSeconds()
     }
 
     private mutating func collectResults(_ conn: PGConnection) {
-        while let command = inFlight, !conn.isBusy {
+        while let command = onTheWire, !conn.isBusy {
             guard let result = conn.nextResult() else {
-                inFlight = nil
+                onTheWire = nil
                 finish(command)
                 continue
             }
             if result.isSuccess {
                 if case .query(let query, var rows) = command, result.status == PGRES_TUPLES_OK {
                     for row in 0..<result.rowCount { rows.append(result.value(row: row, column: 0)) }
-                    inFlight = .query(query, rows: rows)
+                    onTheWire = .query(query, rows: rows)
                 }
                 continue
             }
@@ -193,31 +184,21 @@ struct ListenerLoop {
             switch command {
             case .query(let query, _):
                 // A failed introspection query is the caller's problem, not the connection's.
-                inFlight = .query(Listener.Query(sql: query.sql, completion: { _ in }), rows: [])
+                onTheWire = .query(ListenRegistry.Query(sql: query.sql, completion: { _ in }), rows: [])
                 query.completion(.failure(error))
             case .sync, .probe:
                 // LISTEN of a validated name only fails when the session is in trouble.
-                drainResults(conn)
+                while !conn.isBusy, conn.nextResult() != nil {}
                 lose("LISTEN failed: \(error)")
                 return
             }
         }
     }
 
-    private mutating func drainResults(_ conn: PGConnection) {
-        while !conn.isBusy, conn.nextResult() != nil {}
-    }
-
-    private mutating func finish(_ command: InFlight) {
+    private mutating func finish(_ command: OnTheWire) {
         switch command {
-        case .sync(let listen, let unlisten):
-            listening.formUnion(listen)
-            listening.subtract(unlisten)
-            // Sockets waiting for these channels may open now, before any further round trip.
-            listener.confirm(listening: listening)
-            needsConfirm = true
-            listener.log.debug(
-                "LISTEN set updated", metadata: ["listen": "\(listen.count)", "unlisten": "\(unlisten.count)"])
+        case .sync:
+            registry.syncSucceeded()
         case .probe:
             break
         case .query(let query, let rows):
@@ -226,21 +207,16 @@ struct ListenerLoop {
     }
 
     private mutating func dispatchNotifications(_ conn: PGConnection) {
-        var frames = FrameArena()
+        var batch = listener.sink.makeBatch()
         conn.drainNotifications { channel, payload in
-            frames.append(
-                channel: String(cString: channel),
+            batch.append(
+                channel: UnsafeRawBufferPointer(start: channel, count: strlen(channel)),
                 payload: UnsafeRawBufferPointer(start: payload, count: strlen(payload)))
-            if frames.count == Listener.maxDispatchBatch {
-                listener.deliver(frames.take())
+            if batch.count == Listener<Sink>.maxDispatchBatch {
+                listener.deliver(batch)
+                batch = listener.sink.makeBatch()
             }
         }
-        if frames.count > 0 { listener.deliver(frames.take()) }
+        if batch.count > 0 { listener.deliver(batch) }
     }
-}
-
-func format2(_ value: Double) -> String {
-    let hundredths = Int((value * 100).rounded())
-    let fraction = hundredths % 100
-    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
 }

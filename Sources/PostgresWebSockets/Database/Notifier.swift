@@ -1,155 +1,155 @@
 import Logging
-import Synchronization
 import NIOConcurrencyHelpers
+import ServiceLifecycle
+import Synchronization
 
-/// Sends client messages to PostgreSQL as NOTIFYs, over `pool-size` connections.
+/// Sends client messages to PostgreSQL as NOTIFYs, over `pool-size` connections, as a `Service`.
 ///
 /// Each connection has its own lane (queue + thread); a socket's messages always use the
 /// same lane, so they reach PostgreSQL in the order they were sent. A lane sends everything
 /// queued so far as one batch, one round trip and one commit. While the database is down
-/// messages wait in the lanes, up to `maxPending` client messages in all; they are sent in
-/// order once the listener reports the database up again (after it re-LISTENed, so that
-/// readers on this server get them too).
+/// messages wait in the lanes, up to `max-pending-messages` client messages in all; they are
+/// sent in order once the listener reports the database up again (after it re-LISTENed, so
+/// that readers on this server get them too).
 ///
-/// While the database is up but slower than the writers, the queue is kept from filling by
-/// flow control instead: past half of `maxPending` a submit reports `.congested`, the socket
-/// stops reading, and every paused socket resumes once the queue is below a quarter.
-public final class Notifier: Sendable {
-    public enum SubmitResult: Sendable {
-        case accepted
-        /// Queued, but the queue is over half full: the sender should stop reading.
-        case congested
-        /// Not queued: `maxPending` messages are waiting.
-        case full
-    }
-
+/// While the database is up but slower than the writers, flow control keeps the queue from
+/// filling: past half of `max-pending-messages` a submit answers `.congested` and the socket
+/// stops reading; once the queue is below a quarter, `PausedWriters` are resumed.
+///
+/// On graceful shutdown it sends what is queued, for up to `drainTimeout`, then stops.
+final class Notifier: Service, DatabaseStatusObserver, Sendable {
     static let maxBatchNotifications = 4096
     static let maxBatchBytes = 4 << 20
     /// A batch that gets no answer for this long counts as lost with its connection.
     static let resultTimeout = 15.0
+    static let drainTimeout = Duration.seconds(5)
+
+    private final class Lane: Sendable {
+        let index: Int
+        let queue = NIOLockedValueBox(LaneQueue())
+        let wake = WakeSignal()
+        init(index: Int) { self.index = index }
+    }
+
+    private enum Phase: UInt8, AtomicRepresentable {
+        case running
+        /// Graceful shutdown: lanes send what they hold, then stop.
+        case draining
+        /// The drain time is over, or the task was cancelled: lanes stop now.
+        case abandoning
+    }
 
     private let lanes: [Lane]
     private let maxPending: Int
-    private let pending = Atomic<Int>(0)
+    /// Client messages queued and not yet committed (meta events are not counted).
+    private let pending: WatermarkedLevel
+    /// Everything queued and not yet committed, meta events included.
     private let queued = Atomic<Int>(0)
-    private let databaseUp = Atomic<Bool>(false)
-    private let stopping = Atomic<Bool>(false)
-    private let congested = Atomic<Bool>(false)
-    private let onRelief = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let phase = Atomic<Phase>(.running)
     private let conninfo: String
+    let status: DatabaseStatus
+    private let pausedWriters: any PausedWriters
     private let logger: Logger
 
-    public init(conninfo: String, poolSize: Int, maxPending: Int, logger: Logger) {
+    init(
+        conninfo: String, settings: NotifierSettings, status: DatabaseStatus, pausedWriters: any PausedWriters,
+        logger: Logger
+    ) {
         self.conninfo = conninfo
-        self.maxPending = maxPending
+        self.maxPending = settings.maxPendingMessages
+        self.pending = WatermarkedLevel(
+            Watermark(low: settings.maxPendingMessages / 4, high: max(1, settings.maxPendingMessages / 2 + 1)))
+        self.status = status
+        self.pausedWriters = pausedWriters
         self.logger = logger
-        self.lanes = (0..<max(1, poolSize)).map { _ in Lane() }
+        self.lanes = (0..<max(1, settings.poolSize)).map(Lane.init)
+        status.subscribe(self)
     }
 
-    public func start() {
-        for (index, lane) in lanes.enumerated() {
-            startBackgroundThread(name: "pgws-notify-\(index)") { [self] in
-                self.run(lane: lane)
+    func run() async {
+        await withTaskGroup(of: Bool.self) { group in
+            for lane in lanes {
+                group.addTask {
+                    await runOnBackgroundThread(name: "pgws-notify-\(lane.index)") { self.drive(lane) }
+                    return true
+                }
             }
+            group.addTask {
+                if (try? await gracefulShutdown()) != nil {
+                    self.setPhase(.draining)
+                    // Cut short when every lane finished first.
+                    try? await Task.sleep(for: Self.drainTimeout)
+                }
+                self.setPhase(.abandoning)
+                return false
+            }
+            var lanesRunning = lanes.count
+            while let laneFinished = await group.next() {
+                guard laneFinished else { continue }
+                lanesRunning -= 1
+                if lanesRunning == 0 { group.cancelAll() }
+            }
+        }
+        if queuedCount > 0 {
+            logger.error("shutting down with messages not sent to PostgreSQL", [.messages: "\(queuedCount)"])
         }
     }
 
-    /// Called by the listener: messages flow only while it is up.
-    public func setDatabaseUp(_ up: Bool) {
-        databaseUp.store(up, ordering: .sequentiallyConsistent)
-        if up { lanes.forEach { $0.wake.signal() } }
+    private func setPhase(_ new: Phase) {
+        phase.store(new, ordering: .sequentiallyConsistent)
+        lanes.forEach { $0.wake.signal() }
     }
 
-    /// Called (on a notifier thread) when a congested queue went below a quarter full.
-    public func whenRelieved(_ callback: @escaping @Sendable () -> Void) {
-        onRelief.withLockedValue { $0 = callback }
-    }
+    // MARK: - DatabaseStatusObserver
 
-    public var isDatabaseUp: Bool { databaseUp.load(ordering: .relaxed) }
-
-    /// Queues a client message, unless `maxPending` client messages are already waiting.
-    public func submit(_ message: OutgoingMessage, lane: Int) -> SubmitResult {
-        var current = pending.load(ordering: .relaxed)
-        while true {
-            guard current < maxPending else {
-                congested.store(true, ordering: .relaxed)
-                return .full
-            }
-            let (exchanged, original) = pending.compareExchange(
-                expected: current, desired: current + 1, ordering: .relaxed)
-            if exchanged { break }
-            current = original
+    func databaseStatusChanged(isUp: Bool) {
+        if isUp {
+            lanes.forEach { $0.wake.signal() }
+        } else {
+            // Paused writers wait for a queue that will not drain now: they are told instead.
+            pausedWriters.resumePausedWriters()
         }
+    }
+
+    // MARK: - Submitting (event loops)
+
+    /// Queues a client message on `lane`, unless `max-pending-messages` are already waiting.
+    func submit(_ message: OutgoingMessage, lane: Int) -> SubmitResult {
+        guard let congested = pending.add(1, limit: maxPending) else { return .full }
         enqueue(message, lane: lane, counted: true)
-        if current + 1 > maxPending / 2 {
-            congested.store(true, ordering: .relaxed)
-            return .congested
-        }
-        return .accepted
+        return congested && status.isUp ? .congested : .accepted
     }
 
-    /// Queues a server event (meta channel). Not counted against `maxPending`: there are at
-    /// most two per connection, so `max-connections` bounds them.
-    public func submitEvent(_ message: OutgoingMessage, lane: Int) {
+    /// Queues a server event (meta channel). Not counted against `max-pending-messages`:
+    /// there are at most two per connection, so `max-connections` bounds them.
+    func submitEvent(_ message: OutgoingMessage, lane: Int) {
         enqueue(message, lane: lane, counted: false)
     }
 
     /// Messages (and events) not yet committed by PostgreSQL.
-    public var queuedCount: Int { queued.load(ordering: .relaxed) }
-
-    /// Waits until every queued message is committed or `timeout` seconds pass.
-    /// Returns whether the queue emptied.
-    public func drain(timeout: Double) async -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
-        while queuedCount > 0 {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return true
-    }
-
-    public func stop() {
-        stopping.store(true, ordering: .sequentiallyConsistent)
-        lanes.forEach { $0.wake.signal() }
-    }
+    var queuedCount: Int { queued.load(ordering: .relaxed) }
 
     private func enqueue(_ message: OutgoingMessage, lane index: Int, counted: Bool) {
         let lane = lanes[abs(index % lanes.count)]
         queued.add(1, ordering: .relaxed)
-        let wasEmpty = lane.state.withLockedValue { state in
-            state.messages.append(Lane.Entry(message: message, counted: counted))
-            return state.messages.count == 1
-        }
         // The lane thread looks at its queue again after every batch: only an idle lane
         // needs waking (an eventfd keeps the signal until the thread waits).
-        if wasEmpty { lane.wake.signal() }
+        if lane.queue.withLockedValue({ $0.append(LaneQueue.Entry(message: message, counted: counted)) }) {
+            lane.wake.signal()
+        }
     }
 
     // MARK: - Lane threads
 
-    private final class Lane: Sendable {
-        struct Entry: Sendable {
-            let message: OutgoingMessage
-            let counted: Bool
-        }
-        struct State {
-            var messages: [Entry] = []
-            /// After a batch failed for its content, messages are sent one by one until
-            /// this many are through, to find the culprit(s) without losing the rest.
-            var isolateCount = 0
-        }
-        let state = NIOLockedValueBox(State())
-        let wake = WakeSignal()
-    }
-
-    private func run(lane: Lane) {
+    private func drive(_ lane: Lane) {
         var connection: PGConnection? = nil
         var backoff = Backoff()
         while true {
-            let isStopping = stopping.load(ordering: .relaxed)
-            let isEmpty = lane.state.withLockedValue { $0.messages.isEmpty }
-            if isStopping && (isEmpty || !databaseUp.load(ordering: .relaxed)) { break }
-            guard !isEmpty, databaseUp.load(ordering: .relaxed) else {
+            let phase = self.phase.load(ordering: .sequentiallyConsistent)
+            let isEmpty = lane.queue.withLockedValue { $0.isEmpty }
+            let databaseUp = status.isUp
+            if phase == .abandoning || (phase == .draining && (isEmpty || !databaseUp)) { return }
+            guard !isEmpty, databaseUp else {
                 _ = lane.wake.wait(timeout: 1)
                 continue
             }
@@ -159,72 +159,52 @@ public final class Notifier: Sendable {
                     connection = conn
                     backoff.reset()
                 case .failure(let error):
-                    logger.debug("notifier cannot connect", metadata: ["error": "\(error.message)"])
+                    logger.debug("notifier cannot connect", [.lane: "\(lane.index)", .error: "\(error.message)"])
                     _ = lane.wake.wait(timeout: backoff.nextDelay())
                     continue
                 }
             }
             guard let conn = connection else { continue }
-            let (entries, isolating) = takeBatch(lane)
-            switch send(entries, on: conn) {
-            case .success:
-                complete(entries.count, in: lane, isolating: isolating)
-            case .failure(let error) where error.kind == .connection:
-                logger.warning(
-                    "NOTIFY batch failed, will retry", metadata: ["error": "\(error)", "messages": "\(entries.count)"])
-                connection = nil
-                _ = lane.wake.wait(timeout: backoff.nextDelay())
-            case .failure(let error):
-                if entries.count == 1 {
-                    logger.info("PostgreSQL rejected a client message", metadata: ["error": "\(error)"])
-                    entries[0].message.sender?.messageRejected(reason: "rejected by PostgreSQL: \(error.message)")
-                    complete(1, in: lane, isolating: isolating)
-                } else {
-                    lane.state.withLockedValue { $0.isolateCount = max($0.isolateCount, entries.count) }
+            let batch = lane.queue.withLockedValue {
+                Array($0.nextBatch(maxNotifications: Self.maxBatchNotifications, maxBytes: Self.maxBatchBytes))
+            }
+            let result = send(batch, on: conn)
+            let outcome: LaneQueue.Outcome
+            switch result {
+            case .success: outcome = .committed
+            case .failure(let error) where error.kind == .connection: outcome = .connectionFailed
+            case .failure(let error): outcome = .refused(error)
+            }
+            switch lane.queue.withLockedValue({ $0.finish(outcome) }) {
+            case .completed(let count, let counted):
+                completed(count: count, counted: counted)
+            case .rejected(let counted):
+                if case .refused(let error) = outcome {
+                    logger.info("PostgreSQL rejected a client message", [.error: "\(error)"])
+                    batch[0].message.sender?.messageRejected(reason: error.message)
+                }
+                completed(count: 1, counted: counted)
+            case .retry:
+                if case .connectionFailed = outcome, case .failure(let error) = result {
+                    logger.warning(
+                        "NOTIFY batch failed, will retry",
+                        [.lane: "\(lane.index)", .messages: "\(batch.count)", .error: "\(error)"])
+                    connection = nil
+                    _ = lane.wake.wait(timeout: backoff.nextDelay())
                 }
             }
         }
     }
 
-    private func takeBatch(_ lane: Lane) -> ([Lane.Entry], isolating: Bool) {
-        lane.state.withLockedValue { state in
-            if state.isolateCount > 0 { return ([state.messages[0]], true) }
-            var bytes = 0
-            var notifications = 0
-            var end = 0
-            while end < state.messages.count {
-                let message = state.messages[end].message
-                let size = message.notifications.reduce(0) { $0 + $1.channel.utf8.count + $1.payload.count }
-                if end > 0,
-                    notifications + message.notifications.count > Self.maxBatchNotifications
-                        || bytes + size > Self.maxBatchBytes
-                {
-                    break
-                }
-                bytes += size
-                notifications += message.notifications.count
-                end += 1
-            }
-            return (Array(state.messages[0..<end]), false)
-        }
-    }
-
-    private func complete(_ count: Int, in lane: Lane, isolating: Bool) {
-        let counted = lane.state.withLockedValue { state -> Int in
-            let done = state.messages[0..<count].filter(\.counted).count
-            state.messages.removeFirst(count)
-            if isolating { state.isolateCount -= count }
-            return done
-        }
-        let left = pending.subtract(counted, ordering: .relaxed).newValue
+    private func completed(count: Int, counted: Int) {
         queued.subtract(count, ordering: .relaxed)
-        if left <= maxPending / 4, congested.exchange(false, ordering: .relaxed) {
-            onRelief.withLockedValue { $0 }?()
+        if counted > 0, pending.take(counted) {
+            pausedWriters.resumePausedWriters()
         }
     }
 
     /// Sends one batch in one statement and waits for PostgreSQL's answer.
-    private func send(_ entries: [Lane.Entry], on conn: PGConnection) -> Result<Void, DatabaseError> {
+    private func send(_ entries: [LaneQueue.Entry], on conn: PGConnection) -> Result<Void, DatabaseError> {
         var batch = NotifyBatch()
         for entry in entries {
             for notification in entry.message.notifications {

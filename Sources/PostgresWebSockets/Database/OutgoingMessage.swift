@@ -1,17 +1,31 @@
 /// Told when PostgreSQL refuses a client's message for its content (not for an outage,
 /// which is retried). The socket that sent it is closed with the reason.
-public protocol MessageSender: Sendable {
+protocol MessageSender: Sendable {
     func messageRejected(reason: String)
 }
 
 /// One client message (or meta event) and every NOTIFY it becomes: one per channel of the
 /// socket plus the audit copies. They are sent in one transaction, all or none.
-public struct OutgoingMessage: Sendable {
-    public var notifications: [(channel: String, payload: [UInt8])]
-    public let sender: (any MessageSender)?
+struct OutgoingMessage: Sendable {
+    var notifications: [(channel: String, payload: [UInt8])]
+    let sender: (any MessageSender)?
 
-    public init(notifications: [(channel: String, payload: [UInt8])], sender: (any MessageSender)?) {
-        self.notifications = notifications
-        self.sender = sender
-    }
+    var byteCount: Int { notifications.reduce(0) { $0 + $1.channel.utf8.count + $1.payload.count } }
+}
+
+/// What a socket is told when it offers a client message to the notifier.
+enum SubmitResult: Sendable, Equatable {
+    case accepted
+    /// Queued, but the queue is over its high watermark while PostgreSQL is up: the sender
+    /// should stop reading until the notifier's `PausedWriters` are resumed.
+    case congested
+    /// Not queued: the queue holds `max-pending-messages` client messages.
+    case full
+}
+
+/// The sockets that stopped reading because the queue to PostgreSQL was congested, as the
+/// notifier sees them: it resumes them when the queue has drained below its low watermark,
+/// and when the database went down (the queue will not drain, so they must learn so).
+protocol PausedWriters: Sendable {
+    func resumePausedWriters()
 }

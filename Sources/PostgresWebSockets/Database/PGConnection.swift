@@ -109,7 +109,7 @@ final class PGConnection {
     }
 
     static func oneLine(_ text: String) -> String {
-        text.split(whereSeparator: \.isNewline).map { $0.trimmingSpaces() }.filter { !$0.isEmpty }.joined(
+        text.split(whereSeparator: \.isNewline).map { $0.trimming() }.filter { !$0.isEmpty }.joined(
             separator: " ")
     }
 }

@@ -3,15 +3,20 @@ import NIOCore
 /// Routes notifications from the listener thread to the event loops. Each loop has its
 /// own shard and inbox; the only lock on the way is the inbox's, taken once per batch by
 /// the listener and once per pass by the loop, never while sockets are written.
-public final class ChannelHub: Sendable {
+///
+/// Frames handed to the loops and not yet written are bounded (`backlogMarks`): past the
+/// high mark the listener stops reading from PostgreSQL, whose notification queue is built
+/// to absorb bursts, and it reads again once the loops are down to the low mark.
+final class ChannelHub: NotificationSink, PausedWriters, Sendable {
+    static let backlogMarks = Watermark(low: 2 << 20, high: 4 << 20)
+
     private let shards: [NIOLoopBoundBox<LoopShard>]
     private let inboxes: [ShardInbox]
-    /// Frame bytes dispatched and not yet written by every shard.
-    let budget = DeliveryBudget(limit: 4 << 20)
+    private let backlog = WatermarkedLevel(ChannelHub.backlogMarks)
 
-    public init(group: any EventLoopGroup) {
+    init(group: any EventLoopGroup, registry: ListenRegistry) {
         shards = group.makeIterator().map { loop in
-            NIOLoopBoundBox.makeBoxSendingValue(LoopShard(eventLoop: loop), eventLoop: loop)
+            NIOLoopBoundBox.makeBoxSendingValue(LoopShard(eventLoop: loop, registry: registry), eventLoop: loop)
         }
         inboxes = shards.map { _ in ShardInbox() }
     }
@@ -24,24 +29,35 @@ public final class ChannelHub: Sendable {
         preconditionFailure("event loop outside the hub's group")
     }
 
-    public func dispatch(_ batch: [Notification]) {
-        let bytes = batch.reduce(0) { $0 + $1.frame.readableBytes }
-        budget.take(bytes)
-        let completion = BatchCompletion(shards: shards.count, bytes: bytes, budget: budget)
+    // MARK: - NotificationSink
+
+    func makeBatch() -> FrameBatch {
+        FrameBatch()
+    }
+
+    func receive(_ batch: FrameBatch, from producer: any NotificationProducer) -> NotificationDemand {
+        let bytes = batch.byteCount
+        let notifications = batch.notifications()
+        let full = backlog.add(bytes) ?? true
+        let completion = BatchCompletion(shards: shards.count, bytes: bytes, backlog: backlog, producer: producer)
         for (shard, inbox) in zip(shards, inboxes)
-        where inbox.append(ShardInbox.Entry(batch: batch, completion: completion)) {
+        where inbox.append(ShardInbox.Entry(batch: notifications, completion: completion)) {
             shard.eventLoop.execute {
                 shard.value.drain(inbox)
             }
         }
+        return full ? .stop : .more
     }
 
-    /// Lets every socket paused by a congested queue to PostgreSQL read again.
-    public func resumePausedSessions() {
+    // MARK: - PausedWriters
+
+    func resumePausedWriters() {
         for shard in shards {
-            shard.eventLoop.execute { shard.value.resumePausedSessions() }
+            shard.eventLoop.execute { shard.value.resumePausedWriters() }
         }
     }
+
+    // MARK: - Every shard
 
     /// Runs `body` on every shard's loop and waits for all of them.
     func forEachShard(_ body: @escaping @Sendable (LoopShard) -> Void) async {
@@ -52,13 +68,5 @@ public final class ChannelHub: Sendable {
                 }
             }
         }
-    }
-
-    func sessionCount() async -> Int {
-        var total = 0
-        for shard in shards {
-            total += (try? await shard.eventLoop.submit { shard.value.sessionCount }.get()) ?? 0
-        }
-        return total
     }
 }

@@ -1,62 +1,72 @@
 import NIOCore
 
-/// Everything one event loop knows about its sockets: who reads which channel, and the
-/// timer that pings idle sockets and closes expired ones. Only ever touched on its loop,
-/// so the broadcast path takes no lock.
+/// Everything one event loop knows about its sockets: which channels they hold and read,
+/// and the timer that pings idle sockets and closes expired ones. Only ever touched on its
+/// loop, so the broadcast path takes no lock. It is the one owner of "who reads what" on
+/// its loop; the listener only learns when a channel's first holder here arrives and its
+/// last one leaves.
 final class LoopShard {
     let eventLoop: any EventLoop
-    private var subscribers: [ChannelKey: SubscriberList] = [:]
-    private var sessions: [ObjectIdentifier: WebSocketSession] = [:]
-    /// Sockets that stopped reading because the queue to PostgreSQL is congested.
-    private var pausedSessions: [ObjectIdentifier: WebSocketSession] = [:]
+    private let registry: ListenRegistry
+    private var channels: [ChannelKey: SubscriberList] = [:]
+    private var members: [ObjectIdentifier: any ShardMember] = [:]
     private var pass = 0
     private var sweeper: RepeatedTask? = nil
 
-    init(eventLoop: any EventLoop) {
+    init(eventLoop: any EventLoop, registry: ListenRegistry) {
         self.eventLoop = eventLoop
+        self.registry = registry
     }
 
-    var sessionCount: Int { sessions.count }
+    var memberCount: Int { members.count }
 
-    func add(_ session: WebSocketSession) {
-        sessions[ObjectIdentifier(session)] = session
-        for channel in session.readChannels {
-            let key = ChannelKey(channel)
-            let list: SubscriberList
-            if let existing = subscribers[key] {
-                list = existing
-            } else {
-                list = SubscriberList()
-                subscribers[key] = list
+    // MARK: - Holding channels (handshakes) and reading them (open sockets)
+
+    /// Holds `channels` for a handshake: calls `ready` (from any thread) once PostgreSQL
+    /// LISTENs on all of them, or at once while the database is down.
+    func hold(_ keys: [ChannelKey], ready: @escaping @Sendable () -> Void) {
+        var firstHere: [ChannelKey] = []
+        for key in keys {
+            let list = channels[key] ?? SubscriberList()
+            if list.holders == 0 {
+                channels[key] = list
+                firstHere.append(key)
             }
-            list.append(session)
+            list.holders += 1
+        }
+        registry.acquire(firstHere, awaiting: keys, ready: ready)
+    }
+
+    /// Gives back what `hold` took.
+    func release(_ keys: [ChannelKey]) {
+        var lastHere: [ChannelKey] = []
+        for key in keys {
+            guard let list = channels[key] else { continue }
+            list.holders -= 1
+            if list.holders == 0 {
+                channels[key] = nil
+                lastHere.append(key)
+            }
+        }
+        if !lastHere.isEmpty { registry.release(lastHere) }
+    }
+
+    /// An open socket starts reading its held channels.
+    func add(_ member: any ShardMember) {
+        members[ObjectIdentifier(member)] = member
+        for key in member.readChannels {
+            channels[key]?.append(member)
         }
     }
 
-    func paused(_ session: WebSocketSession) {
-        pausedSessions[ObjectIdentifier(session)] = session
-    }
-
-    func resumed(_ session: WebSocketSession) {
-        pausedSessions[ObjectIdentifier(session)] = nil
-    }
-
-    func resumePausedSessions() {
-        for session in Array(pausedSessions.values) {
-            session.resumeReading()
+    func remove(_ member: any ShardMember) {
+        members[ObjectIdentifier(member)] = nil
+        for key in member.readChannels {
+            channels[key]?.remove(member)
         }
     }
 
-    func remove(_ session: WebSocketSession) {
-        sessions[ObjectIdentifier(session)] = nil
-        pausedSessions[ObjectIdentifier(session)] = nil
-        for channel in session.readChannels {
-            let key = ChannelKey(channel)
-            guard let list = subscribers[key] else { continue }
-            list.remove(session)
-            if list.isEmpty { subscribers[key] = nil }
-        }
-    }
+    // MARK: - Fan-out
 
     /// Notifications per flush: enough to make the flush syscall cheap per delivery, few
     /// enough that the first sockets get their frames while the rest are being written.
@@ -84,13 +94,13 @@ final class LoopShard {
                 let notification = batch[backlogPosition]
                 backlogPosition += 1
                 budget -= 1
-                if let list = subscribers[ChannelKey(notification.channel)] {
+                if let list = channels[notification.channel], !list.members.isEmpty {
                     if list.lastPass != pass {
                         list.lastPass = pass
                         touched.append(list)
                     }
-                    for session in list.sessions {
-                        session.deliver(notification.frame)
+                    for member in list.members {
+                        member.deliver(notification.frame)
                     }
                 }
                 unflushed += 1
@@ -114,13 +124,15 @@ final class LoopShard {
 
     private func flush(_ touched: inout [SubscriberList]) {
         for list in touched {
-            for session in list.sessions {
-                session.flushIfNeeded()
+            for member in list.members {
+                member.flushIfNeeded()
             }
         }
         touched.removeAll(keepingCapacity: true)
         pass &+= 1
     }
+
+    // MARK: - Every socket of the loop
 
     func startSweeping(every interval: TimeAmount) {
         let shard = NIOLoopBound(self, eventLoop: eventLoop)
@@ -136,21 +148,27 @@ final class LoopShard {
 
     private func sweep() {
         let now = NIODeadline.now()
-        let wallClock = DeliveryClock.now()
-        for session in Array(sessions.values) {
-            session.tick(now: now, wallClock: wallClock)
+        let wallClock = WallClock.seconds()
+        for member in Array(members.values) {
+            member.tick(now: now, wallClock: wallClock)
         }
     }
 
-    func closeAll(code: UInt16, reason: String) {
-        for session in Array(sessions.values) {
-            session.close(code: code, reason: reason)
+    func resumePausedWriters() {
+        for member in Array(members.values) {
+            member.resumeIfPaused()
+        }
+    }
+
+    func shutDownAll() {
+        for member in Array(members.values) {
+            member.shutDown()
         }
     }
 
     func abortAll() {
-        for session in Array(sessions.values) {
-            session.abort()
+        for member in Array(members.values) {
+            member.abort()
         }
     }
 }

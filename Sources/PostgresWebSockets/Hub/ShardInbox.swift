@@ -29,21 +29,24 @@ final class ShardInbox: Sendable {
     }
 }
 
-/// Gives a batch's bytes back to the delivery budget once every shard wrote it.
+/// Gives a batch's bytes back to the hub's backlog once every shard wrote it, and wakes
+/// the listener when that brought the backlog down to its low watermark.
 final class BatchCompletion: Sendable {
     private let remaining: Synchronization.Atomic<Int>
     private let bytes: Int
-    private let budget: DeliveryBudget
+    private let backlog: WatermarkedLevel
+    private let producer: any NotificationProducer
 
-    init(shards: Int, bytes: Int, budget: DeliveryBudget) {
+    init(shards: Int, bytes: Int, backlog: WatermarkedLevel, producer: any NotificationProducer) {
         self.remaining = Synchronization.Atomic(shards)
         self.bytes = bytes
-        self.budget = budget
+        self.backlog = backlog
+        self.producer = producer
     }
 
     func shardFinished() {
-        if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-            budget.give(bytes)
+        if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0, backlog.take(bytes) {
+            producer.produceMore()
         }
     }
 }

@@ -1,135 +1,110 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import NIOConcurrencyHelpers
 
-/// The whole server: WebSocket front end, listener, notifier. Run it as a `Service` in a
-/// `ServiceGroup`, or `start()` and `shutdown()` it directly (as the tests do).
+/// The whole server, as a `Service`: the listener, the notifier and the front end, run by a
+/// `ServiceGroup` in that order, so that shutdown goes the other way: sockets are closed
+/// first, then what they sent is delivered to PostgreSQL, then the listener stops.
+/// The tests `start()` and `shutdown()` it directly.
+///
+/// Data flows one way each: PostgreSQL → `Listener` → `ChannelHub` → event loops → sockets,
+/// and socket → `Notifier` → PostgreSQL.
 public final class Bridge: Service, Sendable {
     public let configuration: Configuration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let server: ServerContext
-    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let services: [any Service]
+    private let frontEnd: FrontEnd
+    private let running = NIOLockedValueBox<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
     public init(configuration: Configuration, logger: Logger, eventLoopThreads: Int = System.coreCount)
         throws(ConfigurationError)
     {
         self.configuration = configuration
         self.logger = logger
-        let staticFiles = try configuration.rootPath.map { root throws(ConfigurationError) in
+        let staticFiles = try configuration.server.rootPath.map { root throws(ConfigurationError) in
             try StaticFiles(root: root)
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
-        let hub = ChannelHub(group: group)
-        let notifier = Notifier(
-            conninfo: configuration.databaseURI, poolSize: configuration.poolSize,
-            maxPending: configuration.maxPendingMessages, logger: logger)
-        let budget = hub.budget
+        let status = DatabaseStatus()
+        let registry = ListenRegistry(status: status)
+        let hub = ChannelHub(group: group, registry: registry)
         let listener = Listener(
-            conninfo: configuration.databaseURI, logger: logger, isBackedUp: { budget.isExhausted }
-        ) { batch in
-            hub.dispatch(batch)
-        }
-        budget.whenReleased { listener.resume() }
-        listener.observeStatus { up in
-            notifier.setDatabaseUp(up)
-            // Paused writers wait for a queue that will not drain now: they are told instead.
-            if !up { hub.resumePausedSessions() }
-        }
-        notifier.whenRelieved { hub.resumePausedSessions() }
+            conninfo: configuration.databaseURI, settings: configuration.listener, registry: registry, sink: hub,
+            logger: logger)
+        let notifier = Notifier(
+            conninfo: configuration.databaseURI, settings: configuration.notifier, status: status,
+            pausedWriters: hub, logger: logger)
         server = ServerContext(
-            configuration: configuration, hub: hub, listener: listener, notifier: notifier,
+            configuration: configuration, hub: hub, registry: registry, notifier: notifier,
             staticFiles: staticFiles, logger: logger)
+        frontEnd = FrontEnd(server: server, group: group)
+        services = [listener, notifier, frontEnd]
     }
 
-    /// The port the server listens on, once started.
-    public var port: Int? {
-        channel.withLockedValue { $0?.localAddress?.port }
-    }
-
-    /// Starts the database threads and binds the listening socket. Returns the bound port.
-    @discardableResult
-    public func start() async throws -> Int {
-        server.listener.start()
-        server.notifier.start()
-        let config = configuration
-        // Once a second (sooner for short ping settings) every socket's timers are checked:
-        // cheaper for many idle sockets than a timer each; `exp` is enforced to the second.
-        let sweep = min(1, config.pingInterval / 2, config.pongTimeout / 2)
-        await server.hub.forEachShard { $0.startSweeping(every: .milliseconds(max(10, Int64(sweep * 1000)))) }
-        let bound: any Channel
-        do {
-            bound = try await BridgeServer.bind(server: server, group: group)
-        } catch {
-            await stopBackground()
-            throw error
-        }
-        channel.withLockedValue { $0 = bound }
-        let port = bound.localAddress?.port ?? config.port
-        logger.notice(
-            "postgres-websockets listening",
-            metadata: [
-                "host": "\(config.host)", "port": "\(port)",
-                "audit_channel": "\(config.auditChannel ?? "-")", "meta_channel": "\(config.metaChannel ?? "-")",
-                "pool_size": "\(config.poolSize)",
-            ])
-        return port
+    private func makeGroup() -> ServiceGroup {
+        ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
     }
 
     public func run() async throws {
-        try await start()
-        try? await gracefulShutdown()
-        await shutdown()
+        defer { shutDownEventLoops() }
+        try await makeGroup().run()
+        logger.notice("stopped")
+    }
+
+    /// Starts every part in the background; returns the bound port once listening.
+    @discardableResult
+    public func start() async throws -> Int {
+        let serviceGroup = makeGroup()
+        let task = Task { try await serviceGroup.run() }
+        running.withLockedValue { $0 = (serviceGroup, task) }
+        do {
+            return try await frontEnd.bound.futureResult.get()
+        } catch {
+            _ = try? await task.value
+            shutDownEventLoops()
+            throw error
+        }
     }
 
     /// Stops accepting, closes every socket with 1001, sends what is still queued to
     /// PostgreSQL, and stops. Bounded by about 8 seconds in all.
     public func shutdown() async {
-        logger.notice("shutting down")
-        let listening = channel.withLockedValue { channel -> (any Channel)? in
-            defer { channel = nil }
-            return channel
-        }
-        try? await listening?.close()
-        await server.hub.forEachShard { $0.closeAll(code: CloseCode.goingAway, reason: "server shutting down") }
-        let closeDeadline = ContinuousClock.now + .seconds(2)
-        while server.limiter.count > 0, ContinuousClock.now < closeDeadline {
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        await server.hub.forEachShard { $0.abortAll() }
-        if !(await server.notifier.drain(timeout: 5)) {
-            logger.error(
-                "shutting down with messages not sent to PostgreSQL",
-                metadata: ["messages": "\(server.notifier.queuedCount)"])
-        }
-        await stopBackground()
+        guard
+            let (serviceGroup, task) = running.withLockedValue({ running in
+                defer { running = nil }; return running
+            })
+        else { return }
+        await serviceGroup.triggerGracefulShutdown()
+        _ = try? await task.value
+        shutDownEventLoops()
         logger.notice("stopped")
     }
 
-    private func stopBackground() async {
-        await server.hub.forEachShard { $0.stopSweeping() }
-        server.notifier.stop()
-        server.listener.stop()
-        try? await group.shutdownGracefully()
+    private func shutDownEventLoops() {
+        group.shutdownGracefully { _ in }
     }
 
     // MARK: - Introspection (tests, health)
 
     /// The listener's own answer to `SELECT pg_listening_channels()`.
     public func listeningChannels() async throws -> [String] {
-        try await server.listener.query("SELECT pg_listening_channels()").compactMap { $0 }
+        try await server.registry.query("SELECT pg_listening_channels()").compactMap { $0 }
     }
 
-    public var isDatabaseUp: Bool { server.listener.isUp }
+    public var isDatabaseUp: Bool { server.status.isUp }
 
     /// Returns once the listener is connected and LISTENs every channel in use.
     public func waitUntilDatabaseUp() async {
-        await server.listener.waitUntilUp()
+        await server.status.waitUntilUp()
     }
 
-    public var openConnections: Int { server.limiter.count }
+    public var openConnections: Int { server.slots.count }
 
     public var queuedMessages: Int { server.notifier.queuedCount }
 }

@@ -5,32 +5,46 @@ import Synchronization
 /// What every connection handler needs, shared by all of them.
 final class ServerContext: Sendable {
     let configuration: Configuration
-    let verifier: JWTVerifier
+    let handshake: Handshake
     let hub: ChannelHub
-    let listener: Listener
+    let registry: ListenRegistry
+    let status: DatabaseStatus
     let notifier: Notifier
-    let limiter: ConnectionLimiter
+    let slots: ConnectionSlots
     let staticFiles: StaticFiles?
     let logger: Logger
-    let allowedOrigins: Set<String>?
+    let sessionEnvironment: SessionEnvironment
     private let nextSessionID = Atomic<Int>(0)
 
     init(
-        configuration: Configuration, hub: ChannelHub, listener: Listener, notifier: Notifier,
+        configuration: Configuration, hub: ChannelHub, registry: ListenRegistry, notifier: Notifier,
         staticFiles: StaticFiles?, logger: Logger
     ) {
         self.configuration = configuration
-        self.verifier = JWTVerifier(secret: configuration.jwtSecret)
+        self.handshake = Handshake(
+            verifier: JWTVerifier(secret: configuration.jwtSecret),
+            allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) })
         self.hub = hub
-        self.listener = listener
+        self.registry = registry
+        self.status = registry.status
         self.notifier = notifier
-        self.limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        self.slots = ConnectionSlots(limit: configuration.limits.maxConnections)
         self.staticFiles = staticFiles
         self.logger = logger
-        self.allowedOrigins = configuration.allowedOrigins.map { Set($0.map { $0.lowercased() }) }
+        self.sessionEnvironment = SessionEnvironment(
+            publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger)
     }
 
-    func makeSessionID() -> Int {
-        nextSessionID.wrappingAdd(1, ordering: .relaxed).newValue
+    func makeSession(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> WebSocketSession {
+        WebSocketSession(
+            id: nextSessionID.wrappingAdd(1, ordering: .relaxed).newValue, grant: pending.authorized.grant,
+            token: pending.authorized.token, admission: pending.admission, shard: shard,
+            environment: sessionEnvironment)
+    }
+
+    func healthReport() -> HealthReport {
+        HealthReport(
+            databaseUp: status.isUp, connections: slots.count, listening: registry.listeningCount,
+            queued: notifier.queuedCount)
     }
 }

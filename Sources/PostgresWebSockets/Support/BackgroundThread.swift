@@ -4,8 +4,19 @@ import CLinuxShims
     import Glibc
 #endif
 
-/// Starts a detached OS thread. The database threads block in libpq and poll(2), which
-/// must never happen on an event loop or in Swift's cooperative thread pool.
+/// Runs `body` on a new OS thread and returns when it has finished. The database threads
+/// block in libpq and poll(2), which must never happen on an event loop or in Swift's
+/// cooperative thread pool; the awaiting task is suspended meanwhile, not blocked.
+func runOnBackgroundThread(name: String, _ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        startBackgroundThread(name: name) {
+            body()
+            continuation.resume()
+        }
+    }
+}
+
+/// Starts a detached OS thread.
 func startBackgroundThread(name: String, _ body: @escaping @Sendable () -> Void) {
     final class Box: Sendable {
         let name: String

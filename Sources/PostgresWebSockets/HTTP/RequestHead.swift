@@ -1,5 +1,3 @@
-import NIOHTTP1
-
 /// The request line and headers of an HTTP/1.x request, parsed strictly.
 ///
 /// The server only ever reads one request per connection, a GET without a body, and needs a
@@ -32,7 +30,7 @@ struct RequestHead {
             var rest = header.value[...]
             while !rest.isEmpty {
                 let comma = rest.firstIndex(of: ",") ?? rest.endIndex
-                if Self.equalsIgnoringCase(rest[..<comma].trimmingOptionalWhitespace(), token) { return true }
+                if Self.equalsIgnoringCase(rest[..<comma].trimming(), token) { return true }
                 rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
             }
         }
@@ -44,11 +42,6 @@ struct RequestHead {
             && zip(text.utf8, lowercase.utf8).allSatisfy { a, b in
                 a == b || (a >= UInt8(ascii: "A") && a <= UInt8(ascii: "Z") && a | 0x20 == b)
             }
-    }
-
-    struct ParseError: Error {
-        let status: HTTPResponseStatus
-        let reason: String
     }
 
     static let maxHeaderCount = 100
@@ -75,42 +68,42 @@ struct RequestHead {
     }
 
     /// Parses `bytes`: the request head up to and including its terminating empty line.
-    static func parse(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> RequestHead {
+    static func parse(_ bytes: UnsafeRawBufferPointer) throws(Refusal) -> RequestHead {
         var checker = ByteChecker()
-        if let problem = checker.check(bytes) { throw ParseError(status: .badRequest, reason: problem) }
+        if let problem = checker.check(bytes) { throw Refusal(.badRequest, problem) }
         let text = String(decoding: bytes, as: UTF8.self)
         var lines = text.split(separator: "\r\n", omittingEmptySubsequences: true)[...]
         guard let requestLine = lines.popFirst() else {
-            throw ParseError(status: .badRequest, reason: "empty request")
+            throw Refusal(.badRequest, "empty request")
         }
         let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
         guard parts.count == 3, !parts[0].isEmpty, parts[0].utf8.allSatisfy(isTokenCharacter) else {
-            throw ParseError(status: .badRequest, reason: "malformed request line")
+            throw Refusal(.badRequest, "malformed request line")
         }
         guard parts[1].hasPrefix("/"), parts[1].utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw ParseError(status: .badRequest, reason: "malformed request target")
+            throw Refusal(.badRequest, "malformed request target")
         }
         let minorVersion: Int
         switch parts[2] {
         case "HTTP/1.1": minorVersion = 1
         case "HTTP/1.0": minorVersion = 0
-        default: throw ParseError(status: .badRequest, reason: "unsupported HTTP version")
+        default: throw Refusal(.badRequest, "unsupported HTTP version")
         }
         var headers: [(name: Substring, value: Substring)] = []
         headers.reserveCapacity(12)
         for line in lines {
             guard headers.count < maxHeaderCount else {
-                throw ParseError(status: .requestHeaderFieldsTooLarge, reason: "too many header fields")
+                throw Refusal(.headTooLarge, "too many header fields")
             }
             guard let colon = line.firstIndex(of: ":") else {
-                throw ParseError(status: .badRequest, reason: "malformed header field")
+                throw Refusal(.badRequest, "malformed header field")
             }
             let name = line[..<colon]
             // A name must be a token: no whitespace before the colon, no obsolete line folding.
             guard !name.isEmpty, name.utf8.allSatisfy(isTokenCharacter) else {
-                throw ParseError(status: .badRequest, reason: "malformed header field")
+                throw Refusal(.badRequest, "malformed header field")
             }
-            headers.append((name, line[line.index(after: colon)...].trimmingOptionalWhitespace()))
+            headers.append((name, line[line.index(after: colon)...].trimming()))
         }
         return RequestHead(method: parts[0], target: parts[1], minorVersion: minorVersion, headers: headers)
     }
@@ -128,19 +121,5 @@ struct RequestHead {
         default:
             false
         }
-    }
-}
-
-extension Substring {
-    /// Drops spaces and tabs from both ends (HTTP's optional whitespace), without allocating.
-    func trimmingOptionalWhitespace() -> Substring {
-        var result = self
-        while let first = result.utf8.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
-            result = result.dropFirst()
-        }
-        while let last = result.utf8.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") {
-            result = result.dropLast()
-        }
-        return result
     }
 }

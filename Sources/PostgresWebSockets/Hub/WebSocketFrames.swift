@@ -37,10 +37,6 @@ enum WebSocketFrames {
         return buffer
     }
 
-    static func text(_ text: String, allocator: ByteBufferAllocator) -> ByteBuffer {
-        frame(opcode: .text, payload: ByteBuffer(string: text), allocator: allocator)
-    }
-
     /// A close frame; the reason is cut to fit the 125-byte control frame limit.
     static func close(code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
         var payload = allocator.buffer(capacity: 125)

@@ -1,0 +1,54 @@
+import NIOConcurrencyHelpers
+import Synchronization
+
+/// Told when the database goes up or down, on the listener's thread.
+protocol DatabaseStatusObserver: AnyObject, Sendable {
+    func databaseStatusChanged(isUp: Bool)
+}
+
+/// Whether PostgreSQL is reachable and LISTENs on every channel in use: the fact the health
+/// probe reports, that holds client messages back while false, and that wakes paused
+/// writers when it turns false. The listener is its only writer; everyone else reads it or
+/// is told.
+final class DatabaseStatus: Sendable {
+    private struct Subscribers {
+        var observers: [any DatabaseStatusObserver] = []
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let up = Atomic<Bool>(false)
+    private let subscribers = NIOLockedValueBox(Subscribers())
+
+    var isUp: Bool { up.load(ordering: .acquiring) }
+
+    func subscribe(_ observer: any DatabaseStatusObserver) {
+        subscribers.withLockedValue { $0.observers.append(observer) }
+    }
+
+    /// Returns once the database is up.
+    func waitUntilUp() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let isUp = subscribers.withLockedValue { subscribers in
+                // Read under the lock `set` takes, so that no change falls between.
+                if up.load(ordering: .acquiring) { return true }
+                subscribers.waiters.append(continuation)
+                return false
+            }
+            if isUp { continuation.resume() }
+        }
+    }
+
+    /// Called by the listener only.
+    func set(isUp: Bool) {
+        let (observers, waiters) = subscribers.withLockedValue { subscribers in
+            guard up.exchange(isUp, ordering: .acquiringAndReleasing) != isUp else {
+                return ([any DatabaseStatusObserver](), [CheckedContinuation<Void, Never>]())
+            }
+            let waiters = isUp ? subscribers.waiters : []
+            if isUp { subscribers.waiters = [] }
+            return (subscribers.observers, waiters)
+        }
+        observers.forEach { $0.databaseStatusChanged(isUp: isUp) }
+        waiters.forEach { $0.resume() }
+    }
+}

@@ -1,0 +1,27 @@
+/// Where the listener hands what PostgreSQL delivered. The receiver owns the format: the
+/// listener only ever sees channel and payload bytes, borrowed from libpq for the length of
+/// one call, so the receiver copies each once, straight into what it sends on.
+protocol NotificationSink<Batch>: Sendable {
+    associatedtype Batch: NotificationBatch
+    /// An empty batch for the listener thread to fill.
+    func makeBatch() -> Batch
+    /// Takes a filled batch, on the listener thread. `.stop` means the receiver is full: the
+    /// listener leaves PostgreSQL's socket unread (its notification queue absorbs the burst)
+    /// until the receiver calls `producer.produceMore()`.
+    func receive(_ batch: Batch, from producer: any NotificationProducer) -> NotificationDemand
+}
+
+protocol NotificationBatch {
+    var count: Int { get }
+    mutating func append(channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
+}
+
+enum NotificationDemand: Sendable, Equatable {
+    case more
+    case stop
+}
+
+/// The listener, as the receiver of notifications sees it.
+protocol NotificationProducer: Sendable {
+    func produceMore()
+}

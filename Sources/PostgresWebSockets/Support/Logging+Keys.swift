@@ -1,0 +1,72 @@
+import Logging
+
+/// Every metadata key the server logs with. One list, so that an operator's queries (and the
+/// tests) can rely on the names: a line about a socket always carries `socket_id`, a refusal
+/// `http_status`, a close `close_code`, and so on.
+public enum LogKey: String, Sendable, CaseIterable {
+    /// The id of one WebSocket, on every line about it: follow one client with it.
+    case socketID = "socket_id"
+    case remoteAddress = "remote_address"
+    case channels
+    case mode
+    case closeCode = "close_code"
+    case closeReason = "close_reason"
+    case httpStatus = "http_status"
+    /// Why a request was refused (never its content: tokens stay out of logs).
+    case refusal
+    case error
+    case bytesReceived = "bytes_received"
+    case outageSeconds = "outage_seconds"
+    case backendPID = "backend_pid"
+    case messages
+    /// A meta event's name (`ConnectionOpen`, `ConnectionClose`).
+    case event
+    case lane
+    case listen
+    case unlisten
+    case host
+    case port
+    case auditChannel = "audit_channel"
+    case metaChannel = "meta_channel"
+    case poolSize = "pool_size"
+}
+
+/// Metadata written with `LogKey`s: `[.closeCode: "1008", .closeReason: "client too slow"]`.
+struct LogMetadata: ExpressibleByDictionaryLiteral {
+    var representation: Logger.Metadata
+
+    init(dictionaryLiteral elements: (LogKey, Logger.MetadataValue)...) {
+        representation = Logger.Metadata(uniqueKeysWithValues: elements.map { ($0.rawValue, $1) })
+    }
+}
+
+extension Logger {
+    subscript(key: LogKey) -> Logger.MetadataValue? {
+        get { self[metadataKey: key.rawValue] }
+        set { self[metadataKey: key.rawValue] = newValue }
+    }
+
+    func trace(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: .trace, message(), metadata: metadata.representation)
+    }
+
+    func debug(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: .debug, message(), metadata: metadata.representation)
+    }
+
+    func info(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: .info, message(), metadata: metadata.representation)
+    }
+
+    func notice(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: .notice, message(), metadata: metadata.representation)
+    }
+
+    func warning(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: .warning, message(), metadata: metadata.representation)
+    }
+
+    func error(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: .error, message(), metadata: metadata.representation)
+    }
+}
