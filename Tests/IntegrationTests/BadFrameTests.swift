@@ -24,6 +24,24 @@ import Testing
         }
     }
 
+    /// An operator follows one client by its `socket_id`: the close is logged with it, and
+    /// two sockets have two ids.
+    @Test func closesAreLoggedWithTheSocketsID() async throws {
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            let first = try await server.connect(channel: channel, mode: "r")
+            let second = try await server.connect(channel: channel, mode: "r")
+            try await first.send(text: "not allowed")
+            try await expectClose(first, code: 1008, reasonContains: "read-only")
+            try await second.send(text: "nor here")
+            try await expectClose(second, code: 1008, reasonContains: "read-only")
+            let closes = server.log.records(with: [.closeCode: "1008"])
+            #expect(closes.count == 2)
+            #expect(closes.allSatisfy { $0[.closeReason] == "socket is read-only: its JWT mode is r" })
+            #expect(Set(closes.compactMap { $0[.socketID] }).count == 2)
+        }
+    }
+
     @Test func binaryFrameIs1003() async throws {
         try await TestServer.with { server in
             let client = try await server.connect(channel: uniqueChannel(), mode: "rw")

@@ -1,5 +1,6 @@
 import BridgeTestSupport
 import Foundation
+import Logging
 import PostgresWebSockets
 import Testing
 
@@ -20,11 +21,11 @@ import Testing
             let writer = try await server.connect(channel: channel, mode: "w")
             for i in 0..<3 { try await writer.send(text: "queued-\(i)") }
 
-            try await server.log.waitForLine(containing: "database unavailable")
+            try await server.log.waitForRecord(with: [.database: "unavailable"])
             try await cluster.startServerAgain()
-            try await server.log.waitForLine(containing: "database connection restored", timeout: 30)
+            try await server.log.waitForRecord(with: [.database: "restored"], timeout: 30)
             // One warning for the whole outage, however many retries it took.
-            #expect(server.log.text.filter { $0.contains("database unavailable") }.count == 1)
+            #expect(server.log.records(with: [.database: "unavailable"]).count == 1)
 
             for i in 0..<3 {
                 let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
@@ -53,9 +54,9 @@ import Testing
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postgres-websockets listener'"
             )
             #expect(terminated.count == 1)
-            try await server.log.waitForLine(containing: "database connection lost")
-            let restored = try await server.log.waitForLine(containing: "database connection restored")
-            #expect(restored.contains("outage_seconds="))
+            try await server.log.waitForRecord(with: [.database: "lost"])
+            let restored = try await server.log.waitForRecord(with: [.database: "restored"])
+            #expect(restored[.outageSeconds].flatMap(Double.init) != nil)
             try await server.waitUntilDatabaseUp()
             #expect(Set(try await server.bridge.listeningChannels()) == [a, b])
             try await db.notify(a, "to a")
@@ -123,12 +124,12 @@ import Testing
             let reader = try await server.connect(channel: channel, mode: "r")
             let writer = try await server.connect(channel: channel, mode: "w")
             try await cluster.stopServer(mode: mode)
-            try await server.log.waitForLine(containing: "database connection lost")
+            try await server.log.waitForRecord(with: [.database: "lost"])
             let unavailable = try await HTTPGet.fetch(port: server.port, path: "/health")
             #expect(unavailable.status == 503)
             for i in 0..<50 { try await writer.send(text: "during-\(i)") }
             try await cluster.startServerAgain()
-            try await server.log.waitForLine(containing: "database connection restored", timeout: 30)
+            try await server.log.waitForRecord(with: [.database: "restored"], timeout: 30)
             for i in 0..<50 {
                 let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
                 #expect(envelope["payload"] == .string("during-\(i)"))
@@ -198,9 +199,9 @@ import Testing
             let listener = try #require(try await db.backendPIDs(application: "postgres-websockets listener").first)
             kill(listener, SIGSTOP)
             defer { kill(listener, SIGCONT) }
-            let lost = try await server.log.waitForLine(containing: "database connection lost")
-            #expect(lost.contains("no answer from PostgreSQL"))
-            try await server.log.waitForLine(containing: "database connection restored")
+            let lost = try await server.log.waitForRecord(with: [.database: "lost"])
+            #expect(lost[.error]?.hasPrefix("no answer from PostgreSQL") == true)
+            try await server.log.waitForRecord(with: [.database: "restored"])
             try await server.waitUntilDatabaseUp()
             try await db.notify(channel, "after the cut")
             #expect(try await reader.nextText() == "after the cut")
@@ -234,7 +235,7 @@ import Testing
             }
             #expect(seen == (0..<count).map { "n\($0)" })
             // The kills did hit batches: they failed and were sent again.
-            #expect(server.log.text.contains { $0.contains("NOTIFY batch failed, will retry") })
+            #expect(server.log.records.contains { $0.level == .warning && $0[.lane] != nil && $0[.messages] != nil })
         }
     }
 
@@ -265,7 +266,7 @@ import Testing
                 let envelope = try JSONParser.parse(try await reader.nextText(timeout: 20))
                 #expect(envelope["payload"] == .string("m\(i)"))
             }
-            #expect(!server.log.text.contains { $0.contains("database unavailable") })
+            #expect(server.log.records(with: [.database: "unavailable"]).isEmpty)
         }
     }
 }

@@ -1,35 +1,62 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import PostgresWebSockets
 
-/// Keeps the log lines of a server under test, so a test can await a line ("database
-/// connection restored") or count them, and prints them too when PGWS_TEST_LOG_LEVEL asks.
+/// One line a server under test logged, with its metadata as text.
+public struct LogRecord: Sendable, CustomStringConvertible {
+    public let level: Logger.Level
+    public let message: String
+    public let metadata: [String: String]
+
+    public subscript(key: LogKey) -> String? { metadata[key.rawValue] }
+
+    public var description: String {
+        "\(level) \(message) "
+            + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+    }
+}
+
+/// Keeps the log records of a server under test, so a test can await one by its metadata
+/// (`[.database: "restored"]`) or count them, and prints them too when PGWS_TEST_LOG_LEVEL asks.
 public final class LogCapture: Sendable {
-    public let lines = EventQueue<String>()
-    private let all = NIOLockedValueBox<[String]>([])
+    private let pending = EventQueue<LogRecord>()
+    private let all = NIOLockedValueBox<[LogRecord]>([])
 
     public init() {}
 
-    func append(_ line: String) {
-        all.withLockedValue { $0.append(line) }
-        lines.push(line)
+    func append(_ record: LogRecord) {
+        all.withLockedValue { $0.append(record) }
+        pending.push(record)
     }
 
-    /// Every line so far.
-    public var text: [String] { all.withLockedValue { $0 } }
+    /// Every record so far.
+    public var records: [LogRecord] { all.withLockedValue { $0 } }
 
-    /// Waits for a line containing `text`, consuming the lines before it.
+    /// The records so far whose metadata holds every pair of `fields`.
+    public func records(with fields: [LogKey: String]) -> [LogRecord] {
+        records.filter { $0.matches(fields) }
+    }
+
+    /// Waits for a record whose metadata holds every pair of `fields`, consuming the records
+    /// before it.
     @discardableResult
-    public func waitForLine(containing text: String, timeout: Double = 20) async throws -> String {
+    public func waitForRecord(with fields: [LogKey: String], timeout: Double = 20) async throws -> LogRecord {
         let deadline = ContinuousClock.now + .milliseconds(Int64(patience(timeout) * 1000))
         while true {
-            let remaining =
-                Double((deadline - ContinuousClock.now).components.seconds)
-                + Double((deadline - ContinuousClock.now).components.attoseconds) / 1e18
-            guard remaining > 0, let line = await lines.nextIfAny(within: remaining) else {
-                throw WaitTimeout(what: "log line containing '\(text)'")
+            let left = deadline - ContinuousClock.now
+            let remaining = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+            guard remaining > 0, let record = await pending.nextIfAny(within: remaining) else {
+                throw WaitTimeout(what: "log record with \(fields)")
             }
-            if line.contains(text) { return line }
+            if record.matches(fields) { return record }
         }
+    }
+}
+
+extension LogRecord {
+    func matches(_ fields: [LogKey: String]) -> Bool {
+        fields.allSatisfy { self[$0.key] == $0.value }
     }
 }
 
@@ -45,10 +72,9 @@ struct CapturingLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        let fields = metadata.merging(event.metadata ?? [:]) { $1 }
-            .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let line = "\(event.level) \(event.message) \(fields)"
-        capture.append(line)
-        if event.level >= echo { print("[server] " + line) }
+        let fields = metadata.merging(event.metadata ?? [:]) { $1 }.mapValues { "\($0)" }
+        let record = LogRecord(level: event.level, message: "\(event.message)", metadata: fields)
+        capture.append(record)
+        if event.level >= echo { print("[server] \(record)") }
     }
 }

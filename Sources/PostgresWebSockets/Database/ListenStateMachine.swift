@@ -72,7 +72,7 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
         return needsLook
     }
 
-    enum WaitAction {
+    enum WaitAction: Equatable {
         /// PostgreSQL LISTENs on all of them, or the database is down (they are LISTENed
         /// on reconnect): the waiter need not wait.
         case ready
@@ -168,3 +168,5 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
         return (wasUp, ready)
     }
 }
+
+extension ListenStateMachine.NextAction: Equatable where Waiter: Equatable {}

@@ -58,10 +58,11 @@ struct ListenerLoop<Sink: NotificationSink> {
             lastInput = monotonicSeconds()
             backoff.reset()
             if let start = outageStart {
-                logger.notice(
-                    "database connection restored", [.outageSeconds: "\(formatSeconds(monotonicSeconds() - start))"])
+                logger.log(
+                    .notice, "database connection restored",
+                    [.database: "restored", .outageSeconds: "\(formatSeconds(monotonicSeconds() - start))"])
             } else {
-                logger.info("listener connected", [.backendPID: "\(conn.backendPID)"])
+                logger.log(.info, "listener connected", [.database: "connected", .backendPID: "\(conn.backendPID)"])
             }
             outageStart = nil
         case .failure(let error):
@@ -73,9 +74,11 @@ struct ListenerLoop<Sink: NotificationSink> {
     private mutating func fail(_ message: String) {
         if outageStart == nil {
             outageStart = monotonicSeconds()
-            logger.warning("database unavailable, retrying with backoff", [.error: "\(message)"])
+            logger.log(
+                .warning, "database unavailable, retrying with backoff",
+                [.database: "unavailable", .error: "\(message)"])
         } else {
-            logger.debug("database still unavailable", [.error: "\(message)"])
+            logger.log(.debug, "database still unavailable", [.error: "\(message)"])
         }
         _ = registry.wake.wait(timeout: backoff.nextDelay())
     }
@@ -84,7 +87,7 @@ struct ListenerLoop<Sink: NotificationSink> {
         connection = nil
         onTheWire = nil
         outageStart = monotonicSeconds()
-        logger.warning("database connection lost", [.error: "\(reason)"])
+        logger.log(.warning, "database connection lost", [.database: "lost", .error: "\(reason)"])
         registry.connectionLost()
     }
 
@@ -145,8 +148,9 @@ struct ListenerLoop<Sink: NotificationSink> {
                 }
             }
             send(conn, sql, as: .sync)
-            logger.debug(
-                "LISTEN set update sent", [.listen: "\(sync.listen.count)", .unlisten: "\(sync.unlisten.count)"])
+            logger.log(
+                .debug, "LISTEN set update sent",
+                [.listen: "\(sync.listen.count)", .unlisten: "\(sync.unlisten.count)"])
         case .query(let query)?:
             send(conn, query.sql, as: .query(query, rows: []))
         case nil:

@@ -91,7 +91,7 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             }
         }
         if queuedCount > 0 {
-            logger.error("shutting down with messages not sent to PostgreSQL", [.messages: "\(queuedCount)"])
+            logger.log(.error, "shutting down with messages not sent to PostgreSQL", [.messages: "\(queuedCount)"])
         }
     }
 
@@ -159,7 +159,7 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
                     connection = conn
                     backoff.reset()
                 case .failure(let error):
-                    logger.debug("notifier cannot connect", [.lane: "\(lane.index)", .error: "\(error.message)"])
+                    logger.log(.debug, "notifier cannot connect", [.lane: "\(lane.index)", .error: "\(error.message)"])
                     _ = lane.wake.wait(timeout: backoff.nextDelay())
                     continue
                 }
@@ -180,14 +180,14 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
                 completed(count: count, counted: counted)
             case .rejected(let counted):
                 if case .refused(let error) = outcome {
-                    logger.info("PostgreSQL rejected a client message", [.error: "\(error)"])
+                    logger.log(.info, "PostgreSQL rejected a client message", [.error: "\(error)"])
                     batch[0].message.sender?.messageRejected(reason: error.message)
                 }
                 completed(count: 1, counted: counted)
             case .retry:
                 if case .connectionFailed = outcome, case .failure(let error) = result {
-                    logger.warning(
-                        "NOTIFY batch failed, will retry",
+                    logger.log(
+                        .warning, "NOTIFY batch failed, will retry",
                         [.lane: "\(lane.index)", .messages: "\(batch.count)", .error: "\(error)"])
                     connection = nil
                     _ = lane.wake.wait(timeout: backoff.nextDelay())

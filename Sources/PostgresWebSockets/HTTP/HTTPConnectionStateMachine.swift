@@ -5,7 +5,8 @@ import NIOCore
 /// limit over both. Each event returns the action the `HTTPHandler` carries out.
 struct HTTPConnectionStateMachine<Pending> {
     enum State {
-        /// Reading the head. `buffer`: bytes so far; `checker` refuses garbage as it arrives.
+        /// Reading the head. `buffer`: bytes so far; `checker` refuses garbage as it arrives,
+        /// up to the end of the head (what follows may be WebSocket frames).
         case reading(buffer: ByteBuffer?, checker: RequestHead.ByteChecker)
         /// The head is parsed and being answered; `rest`: bytes the client sent after it.
         case routing(rest: ByteBuffer?)
@@ -47,14 +48,10 @@ struct HTTPConnectionStateMachine<Pending> {
         var bytes = bytes
         bytesReceived += bytes.readableBytes
         switch state {
-        case .reading(var buffer, var checker):
-            if let problem = checker.check(bytes.readableBytesView) {
-                state = .responding
-                return .refuse(Refusal(.badRequest, "malformed HTTP request: \(problem)"))
-            }
-            let searchFrom = max(0, (buffer?.readableBytes ?? 0) - 3)
+        case .reading(var buffer, let checker):
+            let previousLength = buffer?.readableBytes ?? 0
             if buffer == nil { buffer = bytes } else { buffer!.writeBuffer(&bytes) }
-            return readHead(buffer!, searchingFrom: searchFrom, checker: checker)
+            return readHead(buffer!, previousLength: previousLength, checker: checker)
         case .routing(var rest):
             if rest == nil { rest = bytes } else { rest!.writeBuffer(&bytes) }
             state = .routing(rest: rest)
@@ -72,10 +69,13 @@ struct HTTPConnectionStateMachine<Pending> {
         }
     }
 
-    /// Looks for the empty line that ends the head.
+    /// Looks for the empty line that ends the head, in what `previousLength` bytes did not
+    /// already show, and checks the new bytes up to that end.
     private mutating func readHead(
-        _ buffer: ByteBuffer, searchingFrom start: Int, checker: RequestHead.ByteChecker
+        _ buffer: ByteBuffer, previousLength: Int, checker: RequestHead.ByteChecker
     ) -> ReadAction {
+        var checker = checker
+        let start = max(0, previousLength - 3)
         let end: Int? = buffer.withUnsafeReadableBytes { bytes in
             var index = start
             while index + 3 < bytes.count {
@@ -87,6 +87,14 @@ struct HTTPConnectionStateMachine<Pending> {
                 index += 1
             }
             return nil
+        }
+        let checkTo = end ?? buffer.readableBytes
+        let view = buffer.readableBytesView
+        if previousLength < checkTo,
+            let problem = checker.check(view[(view.startIndex + previousLength)..<(view.startIndex + checkTo)])
+        {
+            state = .responding
+            return .refuse(Refusal(.badRequest, "malformed HTTP request: \(problem)"))
         }
         let tooLarge = Refusal(.headTooLarge, "request line and headers exceed \(maxHeadBytes) bytes")
         guard let headLength = end else {

@@ -68,7 +68,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("connection error before upgrade", [.error: "\(error)"])
+        logger.log(.debug, "connection error before upgrade", [.error: "\(error)"])
         context.close(promise: nil)
     }
 
@@ -160,7 +160,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             if let early { context.fireChannelRead(NIOAny(early)) }
             pipeline.removeHandler(context: context, promise: nil)
         } catch {
-            logger.error("WebSocket upgrade failed", [.error: "\(error)"])
+            logger.log(.error, "WebSocket upgrade failed", [.error: "\(error)"])
             // The session gives the admission back once it was added; before that, nobody did.
             if (try? context.pipeline.syncOperations.handler(type: WebSocketSession.self)) == nil {
                 pending.admission.giveBack()
@@ -173,7 +173,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// A refused request: logged (never with its content) and answered with one line.
     private func refuse(_ refusal: Refusal, context: ChannelHandlerContext) {
-        logger.info("request refused", [.httpStatus: "\(refusal.status.code)", .refusal: "\(refusal.reason)"])
+        logger.log(.info, "request refused", [.httpStatus: "\(refusal.status.code)", .refusal: "\(refusal.reason)"])
         respond(refusal.response, includingBody: true, context: context)
     }
 
@@ -232,11 +232,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .none:
             break
         case .closeSilently:
-            logger.info("handshake timed out", [.bytesReceived: "0"])
+            logger.log(.info, "handshake timed out", [.bytesReceived: "0"])
             context.close(promise: nil)
         case .refuse(let refusal, let pending):
             pending?.admission.giveBack()
-            logger.info("handshake timed out", [.bytesReceived: "\(received)"])
+            logger.log(.info, "handshake timed out", [.bytesReceived: "\(received)"])
             refuse(refusal, context: context)
         }
     }

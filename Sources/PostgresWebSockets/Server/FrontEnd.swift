@@ -39,8 +39,8 @@ final class FrontEnd: Service, Sendable {
         let settings = server.configuration.server
         let port = channel.localAddress?.port ?? settings.port
         bound.succeed(port)
-        server.logger.notice(
-            "postgres-websockets listening",
+        server.logger.log(
+            .notice, "postgres-websockets listening",
             [
                 .host: "\(settings.host)", .port: "\(port)",
                 .auditChannel: "\(server.configuration.channels.auditChannel ?? "-")",

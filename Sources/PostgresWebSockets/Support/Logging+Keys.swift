@@ -16,6 +16,8 @@ public enum LogKey: String, Sendable, CaseIterable {
     case refusal
     case error
     case bytesReceived = "bytes_received"
+    /// What happened to the database connection: `connected`, `unavailable`, `lost`, `restored`.
+    case database
     case outageSeconds = "outage_seconds"
     case backendPID = "backend_pid"
     case messages
@@ -46,27 +48,8 @@ extension Logger {
         set { self[metadataKey: key.rawValue] = newValue }
     }
 
-    func trace(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: .trace, message(), metadata: metadata.representation)
-    }
-
-    func debug(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: .debug, message(), metadata: metadata.representation)
-    }
-
-    func info(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: .info, message(), metadata: metadata.representation)
-    }
-
-    func notice(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: .notice, message(), metadata: metadata.representation)
-    }
-
-    func warning(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: .warning, message(), metadata: metadata.representation)
-    }
-
-    func error(_ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: .error, message(), metadata: metadata.representation)
+    /// Logs with `LogKey` metadata: `logger.log(.info, "closing socket", [.closeCode: "1008"])`.
+    func log(_ level: Logger.Level, _ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
+        log(level: level, message(), metadata: metadata.representation)
     }
 }

@@ -56,7 +56,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         self.context = context
         shard.add(self)
         sendMetaEvent(.connectionOpen)
-        logger.debug("socket opened", [.channels: "\(grant.channelList)", .mode: "\(grant.mode)"])
+        logger.log(.debug, "socket opened", [.channels: "\(grant.channelList)", .mode: "\(grant.mode)"])
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -91,7 +91,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         case NIOWebSocketError.fragmentedControlFrame, NIOWebSocketError.multiByteControlFrameLength:
             perform(machine.fail(.protocolError("invalid control frame")))
         default:
-            logger.debug("socket error", [.error: "\(error)"])
+            logger.log(.debug, "socket error", [.error: "\(error)"])
             context.close(promise: nil)
         }
     }
@@ -127,7 +127,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     private func writeClose(_ reason: CloseReason, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         needsFlush = false
         if !reason.isRoutine, reason.text != "" {
-            logger.info("closing socket", [.closeCode: "\(reason.code)", .closeReason: "\(reason.text)"])
+            logger.log(.info, "closing socket", [.closeCode: "\(reason.code)", .closeReason: "\(reason.text)"])
         }
         let frame = WebSocketFrames.close(code: reason.code, reason: reason.text, allocator: context.channel.allocator)
         return context.writeAndFlush(wrapOutboundOut(frame))
@@ -232,7 +232,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
             event: event, channel: meta, payload: grant.channels.joined(separator: ","),
             claimsPrefix: claimsPrefix, deliveredAtMicroseconds: UniqueTimestamps.shared.next())
         guard envelope.count <= Envelope.maxPayloadBytes else {
-            logger.warning("meta event too large for NOTIFY, not sent", [.event: "\(event.rawValue)"])
+            logger.log(.warning, "meta event too large for NOTIFY, not sent", [.event: "\(event.rawValue)"])
             return
         }
         environment.publisher.submitEvent(OutgoingMessage(notifications: [(meta, envelope)], sender: nil), lane: id)
