@@ -14,7 +14,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The scenarios, in the order they run.
 enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case fanout, floor, baseline, ingest, connections, channels
+    case fanout, floor, burst, baseline, ingest, connections, channels
 
     init?(argument: String) {
         switch argument {
@@ -36,7 +36,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The server executable (use a release build).")
     var server = ".build/release/postgres-websockets"
 
-    @Option(help: "Comma-separated scenarios: fanout,floor,baseline,ingest,connections,channels (default: all).")
+    @Option(help: "Comma-separated scenarios: fanout,floor,burst,baseline,ingest,connections,channels (default: all).")
     var only: String? = nil
 
     @Flag(help: "Small sizes, for a smoke run in well under a minute.")
@@ -73,6 +73,18 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(help: "fanout/baseline: payload sizes in bytes, comma-separated (each < 8000).")
     var payloads = "64,1024"
+
+    @Option(help: "burst: sockets on the channel (progressing, slow and one stalled).")
+    var burstSockets: Int? = nil
+
+    @Option(help: "burst: sockets that read at --burst-rate.")
+    var burstSlow: Int? = nil
+
+    @Option(help: "burst: bytes per second each slow socket reads.")
+    var burstRate = 1 << 20
+
+    @Option(help: "burst: NOTIFYs of 1 KB in the one transaction.")
+    var burstCount: Int? = nil
 
     @Option(help: "ingest: writer sockets.")
     var writers: Int? = nil
@@ -136,7 +148,8 @@ struct RunCommand: AsyncParsableCommand {
         for name in names {
             guard let scenario = Scenario(argument: name) else {
                 throw ValidationError(
-                    "--only: unknown scenario '\(name)' (fanout, floor, baseline, ingest, connections, channels)")
+                    "--only: unknown scenario '\(name)' (fanout, floor, burst, baseline, ingest, connections, channels)"
+                )
             }
             chosen.append(scenario)
         }
@@ -151,6 +164,8 @@ struct RunCommand: AsyncParsableCommand {
             sockets: sockets ?? (quick ? 300 : 5000),
             latencySockets: latencySockets ?? (quick ? 100 : 1000),
             rate: rate, duration: duration ?? (quick ? 1 : 5), burst: burst ?? (quick ? 200 : 1000), batch: batch,
+            burstSockets: burstSockets ?? (quick ? 100 : 1000), burstSlow: burstSlow ?? (quick ? 5 : 50),
+            burstRate: burstRate, burstCount: burstCount ?? (quick ? 2000 : 20_000),
             payloads: payloads.split(separator: ",").compactMap { Int($0) },
             writers: writers ?? (quick ? 10 : 50), messages: messages ?? (quick ? 300 : 2000), messageSize: messageSize,
             ingestChannelEach: ingestChannels == "each", ingestWindow: ingestWindow,
@@ -230,6 +245,10 @@ struct BenchSizes: Sendable {
     var duration: Double
     var burst: Int
     var batch: Int
+    var burstSockets: Int
+    var burstSlow: Int
+    var burstRate: Int
+    var burstCount: Int
     var payloads: [Int]
     var writers: Int
     var messages: Int
@@ -251,6 +270,8 @@ struct BenchSizes: Sendable {
             "quick": String(quick), "pool_size": String(poolSize), "sockets": String(sockets),
             "latency_sockets": String(latencySockets), "rate": String(rate), "duration": String(duration),
             "burst": String(burst), "batch": String(batch),
+            "burst_sockets": String(burstSockets), "burst_slow": String(burstSlow), "burst_rate": String(burstRate),
+            "burst_count": String(burstCount),
             "payloads": payloads.map(String.init).joined(separator: ","),
             "writers": String(writers), "messages": String(messages), "message_size": String(messageSize),
             "ingest_channels": ingestChannelEach ? "each" : "one", "ingest_window": String(ingestWindow),

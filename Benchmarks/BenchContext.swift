@@ -35,6 +35,7 @@ final class BenchContext {
     func run(_ scenario: Scenario) async throws {
         switch scenario {
         case .fanout: try await runFanout()
+        case .burst: try await runBurst()
         case .floor: try await runFloor()
         case .baseline: try await runBaseline()
         case .ingest: try await runIngest()

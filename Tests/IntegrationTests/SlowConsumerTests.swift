@@ -1,9 +1,11 @@
 import BridgeTestSupport
 import Foundation
+import NIOCore
 import PostgresWebSockets
 import Testing
 
-/// One socket that stops reading must not hold up the others, nor grow the server's memory.
+/// A socket that stops reading must not hold up the others, nor grow the server's memory
+/// past the delivery window; sockets slower than a burst but reading are not cut off.
 @Suite struct SlowConsumerTests {
     @Test func stalledSocketIsClosedWhileReadersGetEverything() async throws {
         let count = 20_000
@@ -12,6 +14,8 @@ import Testing
             "PGWS_DB_URI": await TemporaryPostgres.sharedURI(), "PGWS_JWT_SECRET": TestTokens.secret,
             // Long enough that the stalled client can still read its close frame once it resumes.
             "PGWS_PONG_TIMEOUT": "60",
+            // A 4 MiB window per loop: the 20 MB the stalled socket misses cannot all be kept.
+            "PGWS_MAX_LAG": "\(4 << 20)",
         ]
         try await ServerProcess.with(environment: environment) { server in
             let channel = uniqueChannel()
@@ -49,8 +53,8 @@ import Testing
                 try await group.waitForAll()
             }
 
-            // Memory: the stalled socket may hold at most max-socket-buffer (1 MiB) of frames, not
-            // the 20 MB sent past it. Measured here: +2.4 MB with the bound, +18 MB without it.
+            // Memory: the stalled socket costs a position, and the log keeps at most its window
+            // (4 MiB), not the 20 MB sent past it.
             let peakKB = try #require(server.memoryKB("VmHWM"))
             if !runsUnderSanitizer {
                 #expect(peakKB - baselineKB < 8 * 1024, "baseline \(baselineKB) kB, peak \(peakKB) kB")
@@ -75,7 +79,70 @@ import Testing
                 }
             }
         }
+    }
 
+    /// Readers on slow links (each well below the burst's pace, but reading) and one burst
+    /// larger than their kernel buffers: they fall behind, replay from the log, and are not
+    /// cut off, because the burst fits the default window.
+    @Test func slowReadersCatchUpAfterABurstInsteadOfBeingCut() async throws {
+        let count = 10_000
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            var readers: [WebSocketClient] = []
+            for _ in 0..<4 {
+                let reader = try await server.connect(channel: channel, mode: "r")
+                try await reader.limitReading(bytesPerSecond: 2 << 20)
+                readers.append(reader)
+            }
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
+            // One statement: 10 MB within a fraction of a second, 5 s of reading for each.
+            try await db.query(
+                "SELECT count(pg_notify($1, lpad(i::text, 1024, '0'))) FROM generate_series(1, $2::int) AS i",
+                [channel, String(count)])
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for reader in readers {
+                    group.addTask {
+                        for i in 1...count {
+                            let text = try await reader.nextText(timeout: 30)
+                            guard Int(text.drop(while: { $0 == "0" })) == i else {
+                                throw WaitTimeout(what: "message \(i) in order, got \(text.prefix(40))...")
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(server.log.records(with: [.closeReason: "client too slow"]).isEmpty)
+            let counters = await server.bridge.deliveryCounters()
+            #expect(counters.fellBehind > 0, "the burst outran the readers: they went through the log")
+            #expect(counters.cutOff == 0)
+        }
+    }
+
+    /// A socket that stays behind longer than max-lag-seconds is cut off (1008), however
+    /// little it lags in bytes; the readers beside it get everything.
+    @Test func socketBehindLongerThanMaxLagSecondsIsClosed() async throws {
+        // 16 MB: more than the kernel buffers of a socket that does not read can absorb.
+        let count = 16_000
+        try await TestServer.with({ $0.limits.maxLagDuration = .seconds(1) }) { server in
+            let channel = uniqueChannel()
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let stalled = try await server.connect(channel: channel, mode: "r")
+            try await stalled.pauseReading()
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
+            try await db.query(
+                "SELECT count(pg_notify($1, lpad(i::text, 1024, '0'))) FROM generate_series(1, $2::int) AS i",
+                [channel, String(count)])
+            for i in 1...count {
+                #expect(Int(try await reader.nextText(timeout: 30).drop(while: { $0 == "0" })) == i)
+            }
+            let cut = try await server.log.waitForRecord(with: [.closeReason: "client too slow"], timeout: 10)
+            #expect(cut[.closeCode] == "1008")
+            try await stalled.resumeReading()
+            let close = try await stalled.nextClose(timeout: 30)
+            #expect(close.code == 1008)
+            #expect(close.reason == "client too slow")
+        }
     }
 }
 

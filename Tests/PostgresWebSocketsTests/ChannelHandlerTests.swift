@@ -28,7 +28,7 @@ private struct Harness {
         let logger = Logger(label: "embedded") { _ in SwiftLogNoOpLogHandler() }
         let status = DatabaseStatus()
         let registry = ListenRegistry(status: status)
-        let hub = ChannelHub(group: loop, registry: registry)
+        let hub = ChannelHub(group: loop, registry: registry, window: (64 << 20, .seconds(30)))
         let notifier = Notifier(
             conninfo: "unused", settings: configuration.notifier, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(

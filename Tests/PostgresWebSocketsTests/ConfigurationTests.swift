@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Testing
 
 @testable import PostgresWebSockets
@@ -151,7 +152,9 @@ struct ConfigurationLoadTests {
         #expect(config.channels.metaChannel == nil)
         #expect(config.notifier.poolSize == 2)
         #expect(config.notifier.maxPendingMessages == 10_000)
-        #expect(config.limits.maxSocketBuffer == 1 << 20)
+        #expect(config.limits.maxSocketBuffer == 64 << 10)
+        #expect(config.limits.maxLag == 64 << 20)
+        #expect(config.limits.maxLagDuration == .seconds(30))
         #expect(config.limits.maxMessageSize == 7999)
         #expect(config.limits.maxConnections == 10_000)
         #expect(config.limits.handshakeTimeout == .fromSeconds(10))
@@ -192,6 +195,8 @@ struct ConfigurationLoadTests {
             pool-size = 64
             max-pending-messages = 5
             max-socket-buffer = 1024
+            max-lag = 1048576
+            max-lag-seconds = 2.5
             max-message-size = 100
             max-connections = 7
             handshake-timeout = 2.5
@@ -211,6 +216,8 @@ struct ConfigurationLoadTests {
         #expect(config.notifier.poolSize == 64)
         #expect(config.notifier.maxPendingMessages == 5)
         #expect(config.limits.maxSocketBuffer == 1024)
+        #expect(config.limits.maxLag == 1 << 20)
+        #expect(config.limits.maxLagDuration == .fromSeconds(2.5))
         #expect(config.limits.maxMessageSize == 100)
         #expect(config.limits.maxConnections == 7)
         #expect(config.limits.handshakeTimeout == .fromSeconds(2.5))
@@ -394,6 +401,8 @@ struct ConfigurationLoadTests {
                 == "PGWS_POOL_SIZE must be a whole number from 1 to 64, got '0'")
         #expect(loadError(base + "max-message-size = 8000")?.contains("from 1 to 7999") == true)
         #expect(loadError(base + "max-socket-buffer = 1023")?.contains("max-socket-buffer") == true)
+        #expect(loadError(base + "max-lag = 1048575")?.contains("max-lag") == true)
+        #expect(loadError(base + "max-lag-seconds = 0")?.contains("max-lag-seconds") == true)
         #expect(loadError(base + "max-header-size = 1023")?.contains("max-header-size") == true)
         #expect(loadError(base + "max-connections = 0")?.contains("max-connections") == true)
         #expect(loadError(base + "max-pending-messages = 0")?.contains("max-pending-messages") == true)

@@ -188,6 +188,20 @@ public final class WebSocketClient: Sendable {
         channel.read()
     }
 
+    /// Reads at most `bytesPerSecond` on average, from now on: a reader on a slow link that
+    /// keeps up with a steady stream but not with a burst.
+    public func limitReading(bytesPerSecond: Int) async throws {
+        let channel = self.channel
+        try await channel.eventLoop.submit {
+            guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+            try options.setOption(.autoRead, value: false)
+            try options.setOption(.maxMessagesPerRead, value: 1)
+            try options.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 1024))
+            try channel.pipeline.syncOperations.addHandler(
+                ReadRateLimiter(bytesPerSecond: Double(bytesPerSecond)), position: .first)
+        }.get()
+    }
+
     public func disconnect() async {
         try? await channel.close()
     }
@@ -227,6 +241,46 @@ public final class WebSocketClient: Sendable {
 }
 
 /// Parses the server's bytes: first the HTTP response, then frames.
+/// Asks for the next read only while the reader's budget allows: tokens accrue at the rate,
+/// every read spends what it brought.
+private final class ReadRateLimiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let rate: Double
+    private var tokens = 0.0
+    private var timer: RepeatedTask? = nil
+
+    init(bytesPerSecond: Double) {
+        rate = bytesPerSecond
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let tick = TimeAmount.milliseconds(10)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+            let (limiter, context) = loopBound.value
+            // At most a twentieth of a second's worth saved up: no bursts after a pause.
+            limiter.tokens = min(limiter.tokens + limiter.rate / 100, limiter.rate / 20)
+            if limiter.tokens > 0 { context.read() }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        tokens -= Double(unwrapInboundIn(data).readableBytes)
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        context.fireChannelInactive()
+    }
+}
+
 private final class ClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer

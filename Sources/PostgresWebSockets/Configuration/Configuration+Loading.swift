@@ -71,6 +71,8 @@ private struct Settings {
         if let n = try int(.poolSize, in: 1...64) { config.notifier.poolSize = n }
         if let n = try int(.maxPendingMessages, in: 1...10_000_000) { config.notifier.maxPendingMessages = n }
         if let n = try int(.maxSocketBuffer, in: 1024...(1 << 30)) { config.limits.maxSocketBuffer = n }
+        if let n = try int(.maxLag, in: (1 << 20)...(1 << 40)) { config.limits.maxLag = n }
+        if let t = try seconds(.maxLagSeconds) { config.limits.maxLagDuration = t }
         if let n = try int(.maxMessageSize, in: 1...Envelope.maxPayloadBytes) { config.limits.maxMessageSize = n }
         if let n = try int(.maxConnections, in: 1...10_000_000) { config.limits.maxConnections = n }
         if let t = try seconds(.handshakeTimeout) { config.limits.handshakeTimeout = t }

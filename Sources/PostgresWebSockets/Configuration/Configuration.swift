@@ -64,8 +64,14 @@ public struct Limits: Sendable {
     public var maxConnections: Int = 10_000
     /// Largest text message a client may send, in bytes.
     public var maxMessageSize: Int = Envelope.maxPayloadBytes
-    /// Unsent bytes a socket may accumulate before it is closed as too slow.
-    public var maxSocketBuffer: Int = 1 << 20
+    /// Bytes written to one socket and not yet taken by its kernel buffer, beyond which the
+    /// socket stops getting frames directly and replays them from the delivery log instead.
+    public var maxSocketBuffer: Int = 64 << 10
+    /// Bytes of recent frames each event loop keeps for sockets that fell behind (and, later,
+    /// for resuming). A socket whose position falls out is closed with 1008.
+    public var maxLag: Int = 64 << 20
+    /// How long frames are kept for sockets that fell behind.
+    public var maxLagDuration: TimeAmount = .seconds(30)
     /// Bytes allowed for the request line plus headers.
     public var maxHeaderSize: Int = 16 * 1024
     /// Time a new TCP connection has to complete its HTTP request and get its answer.

@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// Routes notifications from the listener thread to the event loops. Each loop has its
 /// own shard and inbox; the only lock on the way is the inbox's, taken once per batch by
@@ -13,10 +14,14 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
     private let shards: [NIOLoopBoundBox<LoopShard>]
     private let inboxes: [ShardInbox]
     private let backlog = WatermarkedLevel(ChannelHub.backlogMarks)
+    /// The sequence of the next notification; only the listener thread advances it.
+    private let nextSequence = Atomic<UInt64>(0)
 
-    init(group: any EventLoopGroup, registry: ListenRegistry) {
+    /// - Parameter window: what each loop's `DeliveryLog` keeps (`max-lag`, `max-lag-seconds`).
+    init(group: any EventLoopGroup, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount)) {
         shards = group.makeIterator().map { loop in
-            NIOLoopBoundBox.makeBoxSendingValue(LoopShard(eventLoop: loop, registry: registry), eventLoop: loop)
+            NIOLoopBoundBox.makeBoxSendingValue(
+                LoopShard(eventLoop: loop, registry: registry, window: window), eventLoop: loop)
         }
         inboxes = shards.map { _ in ShardInbox() }
     }
@@ -37,7 +42,8 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
 
     func receive(_ batch: FrameBatch, from producer: any NotificationProducer) -> NotificationDemand {
         let bytes = batch.byteCount
-        let notifications = batch.notifications()
+        let first = nextSequence.wrappingAdd(UInt64(batch.count), ordering: .relaxed).oldValue
+        let notifications = batch.notifications(firstSequence: first)
         let full = backlog.add(bytes) ?? true
         let completion = BatchCompletion(shards: shards.count, bytes: bytes, backlog: backlog, producer: producer)
         for (shard, inbox) in zip(shards, inboxes)

@@ -1,9 +1,12 @@
 import NIOCore
 import NIOWebSocket
 
-/// A notification ready for the sockets: its channel and the WebSocket text frame every
-/// reading socket of that channel is sent. One buffer, shared by all of them.
+/// A notification ready for the sockets: its place in the server's order, its channel, and
+/// the WebSocket text frame every reading socket of that channel is sent. One buffer,
+/// shared by all of them.
 struct Notification: Sendable {
+    /// Consecutive over the server's life, in PostgreSQL's commit order.
+    let sequence: UInt64
     let channel: ChannelKey
     let frame: ByteBuffer
 }
@@ -20,7 +23,7 @@ struct FrameBatch: NotificationBatch {
     private let allocator = ByteBufferAllocator()
     private var arena = ByteBuffer()
     private var pending: [(channel: ChannelKey, start: Int, length: Int)] = []
-    private var sealed: [Notification] = []
+    private var sealed: [(channel: ChannelKey, frame: ByteBuffer)] = []
     private(set) var byteCount = 0
 
     var count: Int { sealed.count + pending.count }
@@ -38,16 +41,26 @@ struct FrameBatch: NotificationBatch {
         byteCount += length
     }
 
-    /// The notifications, ready to dispatch.
-    consuming func notifications() -> [Notification] {
+    /// The notifications, numbered from `firstSequence` on, ready to dispatch.
+    consuming func notifications(firstSequence: UInt64) -> [Notification] {
         seal()
-        return sealed
+        return sealed.enumerated().map {
+            Notification(
+                sequence: firstSequence &+ UInt64($0.offset), channel: $0.element.channel, frame: $0.element.frame)
+        }
     }
 
     private mutating func seal() {
+        // The delivery log keeps frames for up to max-lag-seconds: a batch that used little of
+        // its arena (one small notification) moves to a buffer of its size instead of
+        // pinning 16 KB each. One copy of a few bytes; full arenas are sliced as they are.
+        var source = arena
+        if arena.writerIndex * 2 < arena.capacity, let used = arena.getSlice(at: 0, length: arena.writerIndex) {
+            source = allocator.buffer(capacity: used.readableBytes)
+            source.writeImmutableBuffer(used)
+        }
         for entry in pending {
-            sealed.append(
-                Notification(channel: entry.channel, frame: arena.getSlice(at: entry.start, length: entry.length)!))
+            sealed.append((entry.channel, source.getSlice(at: entry.start, length: entry.length)!))
         }
         pending.removeAll(keepingCapacity: true)
         // The slices share the arena; dropping this reference keeps later writes from copying it.

@@ -31,7 +31,9 @@ public final class Bridge: Service, Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let status = DatabaseStatus()
         let registry = ListenRegistry(status: status)
-        let hub = ChannelHub(group: group, registry: registry)
+        let hub = ChannelHub(
+            group: group, registry: registry,
+            window: (configuration.limits.maxLag, configuration.limits.maxLagDuration))
         let listener = Listener(
             conninfo: configuration.databaseURI, settings: configuration.listener, registry: registry, sink: hub,
             logger: logger)
@@ -105,6 +107,16 @@ public final class Bridge: Service, Sendable {
     }
 
     public var openConnections: Int { server.slots.count }
+
+    /// What the delivery logs did, summed over the event loops.
+    public func deliveryCounters() async -> DeliveryCounters {
+        let total = NIOLockedValueBox(DeliveryCounters())
+        await server.hub.forEachShard { shard in
+            let counters = shard.counters
+            total.withLockedValue { $0.add(counters) }
+        }
+        return total.withLockedValue { $0 }
+    }
 
     public var queuedMessages: Int { server.notifier.queuedCount }
 }

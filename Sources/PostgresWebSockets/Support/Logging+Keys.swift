@@ -24,6 +24,8 @@ public enum LogKey: String, Sendable, CaseIterable {
     /// A meta event's name (`ConnectionOpen`, `ConnectionClose`).
     case event
     case lane
+    /// A notification's place in the server's delivery log.
+    case sequence
     case listen
     case unlisten
     case host

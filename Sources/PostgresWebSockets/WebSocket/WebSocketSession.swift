@@ -30,6 +30,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     private var flow = PublishFlow()
     private var context: ChannelHandlerContext? = nil
     private var needsFlush = false
+    /// NIO's queue for this socket is below its watermark (`max-socket-buffer`).
+    private var isWritable = true
 
     init(
         id: Int, grant: Grant, token: VerifiedToken, admission: Admission, shard: LoopShard,
@@ -139,10 +141,17 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
 
     // MARK: - ShardMember
 
-    func deliver(_ frame: ByteBuffer) {
-        guard machine.isOpen, let context else { return }
+    func deliver(_ frame: ByteBuffer) -> Bool {
+        guard machine.isOpen, let context else { return true }  // closing: it gets nothing more
+        guard isWritable else { return false }
         context.write(wrapOutboundOut(frame), promise: nil)
         needsFlush = true
+        return true
+    }
+
+    func cutOff() {
+        logger.log(.debug, "socket fell out of the delivery window", [.closeCode: "\(CloseReason.tooSlow.code)"])
+        close(.tooSlow)
     }
 
     func flushIfNeeded() {
@@ -183,11 +192,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // Unsent output passed max-socket-buffer: stop feeding this socket, queue the close
-        // frame behind what it already has, and give it until the close deadline to drain.
-        if !context.channel.isWritable, machine.isOpen {
-            close(.tooSlow)
-        }
+        // Below max-socket-buffer again: replay what the shard's log holds for this socket.
+        isWritable = context.channel.isWritable
+        if isWritable { shard.canWrite(self) }
         context.fireChannelWritabilityChanged()
     }
 
