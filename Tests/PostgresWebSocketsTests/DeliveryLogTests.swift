@@ -1,0 +1,172 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import PostgresWebSockets
+
+private let start = NIODeadline.uptimeNanoseconds(5_000_000_000)
+
+private func entry(_ sequence: UInt64, bytes: Int = 100, at time: NIODeadline = start) -> DeliveryLog.Entry {
+    DeliveryLog.Entry(
+        sequence: sequence, listID: 0, channel: ChannelKey("c"), frame: ByteBuffer(repeating: 0, count: bytes),
+        arrival: time)
+}
+
+@Suite("DeliveryLog")
+struct DeliveryLogTests {
+    @Test("the window keeps at most maxBytes and nothing older than maxAge")
+    func window() {
+        var log = DeliveryLog(maxBytes: 350, maxAge: .seconds(30))
+        for sequence in 0..<5 { log.append(entry(UInt64(sequence))) }
+        #expect(log.bytes == 500)
+        let trimmedBySize = log.trim(now: start)
+        #expect(trimmedBySize)
+        #expect(log.first == 2)
+        #expect(log.bytes == 300)
+        let trimmedAtMaxAge = log.trim(now: start + .seconds(30))
+        #expect(!trimmedAtMaxAge, "exactly maxAge old is still kept")
+        let trimmedPastMaxAge = log.trim(now: start + .seconds(31))
+        #expect(trimmedPastMaxAge)
+        #expect(log.count == 0)
+        #expect(log.first == 5, "an empty log still knows where it is")
+    }
+
+    @Test("entries(from:) gives what is held from a position, nothing for a position out of the window")
+    func positions() {
+        var log = DeliveryLog(maxBytes: 1000, maxAge: .seconds(30))
+        for sequence in 10..<15 { log.append(entry(UInt64(sequence))) }
+        #expect(log.entries(from: 12)?.map(\.sequence) == [12, 13, 14])
+        #expect(log.entries(from: 15)?.isEmpty == true)
+        #expect(log.entries(from: 9) == nil)
+        #expect(log.entries(from: 16) == nil)
+    }
+}
+
+/// A socket as the shard sees it, whose writability the test switches.
+private final class FakeMember: ShardMember {
+    let readChannels: [ChannelKey]
+    let logger = Logger(label: "fake") { _ in SwiftLogNoOpLogHandler() }
+    var writable = true
+    /// Frames it takes before its queue is full again (nil: no limit).
+    var budget: Int? = nil
+    var received: [String] = []
+    var cut = false
+
+    init(_ channels: [String]) { readChannels = channels.map(ChannelKey.init) }
+
+    func deliver(_ frame: ByteBuffer) -> Bool {
+        guard !cut else { return true }
+        guard writable, budget ?? 1 > 0 else { return false }
+        budget = budget.map { $0 - 1 }
+        received.append(String(buffer: frame))
+        return true
+    }
+    func flushIfNeeded() {}
+    func cutOff() { cut = true }
+    func tick(now: NIODeadline, wallClock: Double) {}
+    func resumeIfPaused() {}
+    func shutDown() {}
+    func abort() {}
+}
+
+private struct NoProducer: NotificationProducer {
+    func produceMore() {}
+}
+
+/// A shard on an embedded loop, fed notifications the way the hub feeds it.
+private final class ShardHarness {
+    let loop = EmbeddedEventLoop()
+    let shard: LoopShard
+    let inbox = ShardInbox()
+    private var sequence: UInt64 = 0
+
+    init(maxBytes: Int = 1 << 20) {
+        shard = LoopShard(
+            eventLoop: loop, registry: ListenRegistry(status: DatabaseStatus()), window: (maxBytes, .seconds(30)))
+    }
+
+    func open(_ member: FakeMember) {
+        shard.hold(member.readChannels) {}
+        shard.add(member)
+    }
+
+    /// Notifies `texts` as (channel, payload) in one batch; the frame is the payload itself.
+    func notify(_ texts: [(String, String)]) {
+        let batch = texts.map { channel, text -> Notification in
+            defer { sequence += 1 }
+            return Notification(sequence: sequence, channel: ChannelKey(channel), frame: ByteBuffer(string: text))
+        }
+        let completion = BatchCompletion(
+            shards: 1, bytes: 0, backlog: WatermarkedLevel(Watermark(low: 0, high: 1 << 30)), producer: NoProducer())
+        _ = inbox.append(ShardInbox.Entry(batch: batch, completion: completion))
+        shard.drain(inbox)
+    }
+}
+
+@Suite("LoopShard delivery")
+struct LoopShardDeliveryTests {
+    @Test("a socket that cannot take frames replays them from the log, in order across its channels, then goes live")
+    func catchUpInCommitOrder() {
+        let harness = ShardHarness()
+        let member = FakeMember(["a", "b"])
+        let other = FakeMember(["a"])
+        harness.open(member)
+        harness.open(other)
+        harness.notify([("a", "1")])
+        member.writable = false
+        harness.notify([("b", "2"), ("a", "3"), ("c", "not read"), ("b", "4")])
+        #expect(member.received == ["1"])
+        #expect(other.received == ["1", "3"], "a lagging socket holds up nobody")
+        member.writable = true
+        harness.shard.canWrite(member)
+        #expect(member.received == ["1", "2", "3", "4"])
+        harness.notify([("a", "5")])
+        #expect(member.received == ["1", "2", "3", "4", "5"], "live again: no gap, no duplicate")
+        #expect(harness.shard.counters.fellBehind == 1)
+        #expect(harness.shard.counters.caughtUp == 1)
+        #expect(harness.shard.counters.replayed == 3)
+    }
+
+    @Test("a replay that fills the socket again stops there and goes on at the next chance")
+    func partialReplay() {
+        let harness = ShardHarness()
+        let member = FakeMember(["a"])
+        harness.open(member)
+        member.writable = false
+        harness.notify((1...5).map { ("a", "\($0)") })
+        member.writable = true
+        // Two frames per chance, as a socket whose queue fills after two writes.
+        member.budget = 2
+        harness.shard.canWrite(member)
+        #expect(member.received == ["1", "2"])
+        harness.notify([("a", "6")])
+        #expect(member.received == ["1", "2"], "still lagging: new frames wait in the log")
+        member.budget = 2
+        harness.shard.canWrite(member)
+        member.budget = nil
+        harness.shard.canWrite(member)
+        #expect(member.received == ["1", "2", "3", "4", "5", "6"])
+        harness.notify([("a", "7")])
+        #expect(member.received.last == "7")
+    }
+
+    @Test("a socket whose position leaves the window is cut off, once, and gets nothing more")
+    func cutOffOutOfWindow() {
+        let harness = ShardHarness(maxBytes: 4)
+        let member = FakeMember(["a"])
+        let reader = FakeMember(["a"])
+        harness.open(member)
+        harness.open(reader)
+        member.writable = false
+        harness.notify([("a", "1"), ("a", "2"), ("a", "3")])
+        #expect(!member.cut, "3 bytes behind: within the 4-byte window")
+        harness.notify([("a", "4"), ("a", "5")])
+        #expect(member.cut)
+        #expect(harness.shard.counters.cutOff == 1)
+        member.writable = true
+        harness.shard.canWrite(member)
+        #expect(member.received.isEmpty)
+        #expect(reader.received == ["1", "2", "3", "4", "5"])
+    }
+}
