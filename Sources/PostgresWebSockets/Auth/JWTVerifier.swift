@@ -8,12 +8,13 @@ public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
     static let badSignature = TokenError("invalid JWT signature")
     static let expired = TokenError("JWT expired")
     static let notYetValid = TokenError("JWT not yet valid")
+    static let audienceNotAccepted = TokenError("JWT audience not accepted")
     /// The token names a `kid` no key has. Told apart from other refusals because keys
     /// fetched from a URL may be stale: this is the refusal that warrants fetching them again.
     public static let unknownKey = TokenError("unknown key")
 }
 
-/// A token whose signature and time claims were checked.
+/// A token whose signature, time claims and audience were checked.
 public struct VerifiedToken: Sendable {
     /// All claims, in the token's order.
     public let claims: JSONValue
@@ -22,18 +23,21 @@ public struct VerifiedToken: Sendable {
 }
 
 /// Verifies compact JWS tokens signed with any key of a `JWTKeySet` (HMAC, RSA, RSA-PSS,
-/// ECDSA or Ed25519; see `JWSAlgorithm`), and their time claims.
+/// ECDSA or Ed25519; see `JWSAlgorithm`), and their time and audience claims.
 ///
 /// The header is parsed first only to learn the algorithm and key; the claims are parsed only
 /// after the signature matched, so unauthenticated input never reaches the claims parser.
 /// A value: an owner that reloads keys replaces its verifier as a whole.
 public struct JWTVerifier: Sendable {
     public let keys: JWTKeySet
+    /// When set, a token's `aud` claim must name it (RFC 7519 4.1.3).
+    public let audience: String?
     /// Tokens are carried in a URL path, so anything beyond this is refused before any work.
     public static let maxTokenLength = 16 * 1024
 
-    public init(keys: JWTKeySet) {
+    public init(keys: JWTKeySet, audience: String? = nil) {
         self.keys = keys
+        self.audience = audience
     }
 
     /// A verifier for a configured secret, recognized as `JWTKeySet(secret:)` does. Secret
@@ -75,6 +79,7 @@ public struct JWTVerifier: Sendable {
         let expiresAt = try Self.timeClaim("exp", in: claims)
         if let expiresAt, now >= expiresAt { throw TokenError.expired }
         if let notBefore = try Self.timeClaim("nbf", in: claims), now < notBefore { throw TokenError.notYetValid }
+        if let audience { try Self.checkAudience(audience, in: claims) }
         return VerifiedToken(claims: claims, expiresAt: expiresAt)
     }
 
@@ -84,6 +89,26 @@ public struct JWTVerifier: Sendable {
             throw TokenError("JWT \(name) claim is not a number")
         }
         return seconds
+    }
+
+    /// `aud` is one string or an array of strings (RFC 7519 4.1.3); it must name `audience`
+    /// exactly, byte for byte. A token without `aud` is not meant for anyone in particular,
+    /// so it is refused as well.
+    private static func checkAudience(_ audience: String, in claims: JSONValue) throws(TokenError) {
+        let names: [JSONValue]
+        switch claims["aud"] {
+        case nil: throw TokenError.audienceNotAccepted
+        case .array(let items)?: names = items
+        case let single?: names = [single]
+        }
+        var accepted = false
+        for name in names {
+            guard let text = name.stringValue else {
+                throw TokenError("JWT aud claim must be a string or an array of strings")
+            }
+            if text.utf8.elementsEqual(audience.utf8) { accepted = true }
+        }
+        if !accepted { throw TokenError.audienceNotAccepted }
     }
 
     /// Keeps reasons one short printable line: the algorithm name comes from the attacker.
