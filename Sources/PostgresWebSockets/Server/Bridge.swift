@@ -21,6 +21,13 @@ public final class Bridge: Service, Sendable {
         let staticFiles = try configuration.rootPath.map { root throws(ConfigurationError) in
             try StaticFiles(root: root)
         }
+        // Before any thread starts: a secret that is a broken JWK or JWK Set stops start-up.
+        let verifier: JWTVerifier
+        do {
+            verifier = JWTVerifier(keys: try JWTKeySet(secret: configuration.jwtSecret))
+        } catch {
+            throw ConfigurationError("\(ConfigurationKey.jwtSecret.rawValue): \(error.reason)")
+        }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let hub = ChannelHub(group: group)
         let notifier = Notifier(
@@ -40,7 +47,7 @@ public final class Bridge: Service, Sendable {
         }
         notifier.whenRelieved { hub.resumePausedSessions() }
         server = ServerContext(
-            configuration: configuration, hub: hub, listener: listener, notifier: notifier,
+            configuration: configuration, verifier: verifier, hub: hub, listener: listener, notifier: notifier,
             staticFiles: staticFiles, logger: logger)
     }
 

@@ -16,11 +16,11 @@ final class ServerContext: Sendable {
     private let nextSessionID = Atomic<Int>(0)
 
     init(
-        configuration: Configuration, hub: ChannelHub, listener: Listener, notifier: Notifier,
-        staticFiles: StaticFiles?, logger: Logger
+        configuration: Configuration, verifier: JWTVerifier, hub: ChannelHub, listener: Listener,
+        notifier: Notifier, staticFiles: StaticFiles?, logger: Logger
     ) {
         self.configuration = configuration
-        self.verifier = JWTVerifier(secret: configuration.jwtSecret)
+        self.verifier = verifier
         self.hub = hub
         self.listener = listener
         self.notifier = notifier
