@@ -23,15 +23,15 @@ public struct JWTKeySet: Sendable {
     public var count: Int { keys.count }
     public var isEmpty: Bool { keys.isEmpty }
 
-    /// The keys a configured secret holds, recognized as upstream postgres-websockets and
-    /// PostgREST do: a JSON object with `keys` is a JWK Set, one with `kty` a single JWK, and
-    /// anything else a raw HMAC secret, used byte for byte as before.
+    /// The keys a configured secret holds, recognized the way PostgREST reads its JWT secret:
+    /// a JSON object with `keys` is a JWK Set, one with `kty` a single JWK, and anything else a
+    /// raw HMAC secret, used byte for byte as before.
     ///
-    /// Text that is clearly meant as a JWK but is broken is an error, never a raw secret: the
-    /// text of a public key is public, and as an HMAC secret it would let anyone sign tokens.
+    /// Unlike PostgREST, text clearly meant as a JWK but broken is an error, never a raw secret:
+    /// the text of a public key is public, and as an HMAC secret it would let anyone sign tokens.
     /// So a JSON object with `keys` or `kty` must be a valid key or set, and text that starts
-    /// with `{`, mentions `"kty"` or `"keys"` and is not JSON is refused too. A JSON text longer
-    /// than `maxDocumentBytes` (starting with `{`) is refused rather than parsed.
+    /// with `{`, mentions `"kty"` or `"keys"` and is not JSON is refused too. Text that starts
+    /// with `{` and is longer than `maxDocumentBytes` is refused rather than parsed.
     public init(secret: [UInt8]) throws(JWTKeyError) {
         let raw = JWTKeySet(keys: [JWTKey(kid: nil, algorithm: nil, material: .hmac(secret))], skippedKeyCount: 0)
         guard secret.first(where: { !Self.isJSONWhitespace($0) }) == UInt8(ascii: "{") else {
