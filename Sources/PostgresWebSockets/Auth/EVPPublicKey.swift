@@ -32,8 +32,9 @@ final class EVPPublicKey: @unchecked Sendable {
         }
     }
 
-    /// An EC public key from an uncompressed point (0x04 || x || y), or nil when the point
-    /// is not on the curve: an off-curve point would let a forger pick the key's group.
+    /// An EC public key from an uncompressed point (0x04 || x || y), or nil when the point is
+    /// not a valid public key of the curve: a broken key shows when it is loaded, not as every
+    /// token it should verify being refused.
     static func ec(curve: ECCurve, point: [UInt8]) -> EVPPublicKey? {
         let key = curve.groupName.withCString { group in
             point.withUnsafeBytes { pointBytes in
@@ -45,8 +46,8 @@ final class EVPPublicKey: @unchecked Sendable {
             }
         }
         guard let key else { return nil }
-        // Importing already decodes the point onto the curve; the check also refuses a point
-        // outside the prime-order subgroup, and does not depend on how the import is done.
+        // Importing already refuses most bad points; the explicit check (on the curve, not the
+        // point at infinity, of the group's order) does not depend on how import does it.
         guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, key.pkey, nil) else { return nil }
         defer { EVP_PKEY_CTX_free(ctx) }
         guard EVP_PKEY_public_check(ctx) == 1 else {
@@ -56,7 +57,7 @@ final class EVPPublicKey: @unchecked Sendable {
         return key
     }
 
-    /// An Ed25519 public key from its 32 bytes (RFC 8032 5.1.5).
+    /// An Ed25519 public key from its 32-byte encoding (RFC 8032 5.1.2), as JWK `x` holds it.
     static func ed25519(_ raw: [UInt8]) -> EVPPublicKey? {
         let pkey = raw.withUnsafeBytes { bytes in
             EVP_PKEY_new_raw_public_key(
