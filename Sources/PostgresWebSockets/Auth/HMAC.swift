@@ -1,6 +1,7 @@
 import COpenSSL
 
-/// The JWT algorithms the bridge accepts: HMAC with SHA-2, computed by the system's libcrypto.
+/// The HMAC algorithms of JWS (HS256, HS384, HS512), computed by the system's libcrypto; the
+/// HMAC half of `JWSAlgorithm`, which names every algorithm a token may use.
 public enum JWTAlgorithm: String, Sendable, CaseIterable {
     case hs256 = "HS256"
     case hs384 = "HS384"

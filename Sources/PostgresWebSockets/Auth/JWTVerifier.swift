@@ -8,9 +8,13 @@ public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
     static let badSignature = TokenError("invalid JWT signature")
     static let expired = TokenError("JWT expired")
     static let notYetValid = TokenError("JWT not yet valid")
+    static let audienceNotAccepted = TokenError("JWT audience not accepted")
+    /// The token names a `kid` no key has. Told apart from other refusals because keys
+    /// fetched from a URL may be stale: this is the refusal that warrants fetching them again.
+    public static let unknownKey = TokenError("unknown key")
 }
 
-/// A token whose signature and time claims were checked.
+/// A token whose signature, time claims and audience were checked.
 public struct VerifiedToken: Sendable {
     /// All claims, in the token's order.
     public let claims: JSONValue
@@ -18,21 +22,34 @@ public struct VerifiedToken: Sendable {
     public let expiresAt: Double?
 }
 
-/// Verifies compact JWS tokens signed with HMAC (HS256, HS384, HS512).
+/// Verifies compact JWS tokens signed with any key of a `JWTKeySet` (HMAC, RSA, RSA-PSS,
+/// ECDSA or Ed25519; see `JWSAlgorithm`), and their time and audience claims.
 ///
-/// The header is parsed first only to learn the algorithm; the claims are parsed only
+/// The header is parsed first only to learn the algorithm and key; the claims are parsed only
 /// after the signature matched, so unauthenticated input never reaches the claims parser.
+/// A value: an owner that reloads keys replaces its verifier as a whole.
 public struct JWTVerifier: Sendable {
-    private let secret: [UInt8]
+    public let keys: JWTKeySet
+    /// When set, a token's `aud` claim must name it (RFC 7519 4.1.3).
+    public let audience: String?
     /// Tokens are carried in a URL path, so anything beyond this is refused before any work.
     public static let maxTokenLength = 16 * 1024
 
+    public init(keys: JWTKeySet, audience: String? = nil) {
+        self.keys = keys
+        self.audience = audience
+    }
+
+    /// A verifier for a configured secret, recognized as `JWTKeySet(secret:)` does. Secret
+    /// text that is a broken JWK or JWK Set gives a verifier that refuses every token (it is
+    /// never used as an HMAC secret); build the key set with `JWTKeySet(secret:)` to learn why.
     public init(secret: [UInt8]) {
-        self.secret = secret
+        self.init(keys: (try? JWTKeySet(secret: secret)) ?? .empty)
     }
 
     public func verify(_ token: Substring, now: Double) throws(TokenError) -> VerifiedToken {
         guard token.utf8.count <= Self.maxTokenLength else { throw TokenError("JWT too long") }
+        guard !keys.isEmpty else { throw TokenError("no usable JWT key configured") }
         let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw TokenError.malformed }
         let (headerPart, claimsPart, signaturePart) = (parts[0], parts[1], parts[2])
@@ -43,7 +60,7 @@ public struct JWTVerifier: Sendable {
         else { throw TokenError("malformed JWT header") }
 
         guard let algName = header["alg"]?.stringValue else { throw TokenError("JWT header has no alg") }
-        guard let algorithm = JWTAlgorithm(rawValue: algName) else {
+        guard let algorithm = JWSAlgorithm(rawValue: algName) else {
             throw TokenError("unsupported JWT algorithm \(Self.printable(algName))")
         }
         // RFC 7515 4.1.11: a recipient must refuse critical extensions it does not understand.
@@ -51,11 +68,8 @@ public struct JWTVerifier: Sendable {
 
         let signingInputLength = headerPart.count + 1 + claimsPart.count
         let signingInput = Array(token.utf8.prefix(signingInputLength))
-        let expected = signingInput.withUnsafeBytes { algorithm.sign(key: secret, message: $0) }
-
-        guard let signature = Base64.decodeURLSafe(signaturePart), constantTimeEquals(signature, expected) else {
-            throw TokenError.badSignature
-        }
+        try keys.verify(
+            algorithm, kid: header["kid"], signature: Base64.decodeURLSafe(signaturePart), signingInput: signingInput)
 
         guard let claimsBytes = Base64.decodeURLSafe(claimsPart),
             let claims = try? JSONParser.parse(claimsBytes),
@@ -65,6 +79,7 @@ public struct JWTVerifier: Sendable {
         let expiresAt = try Self.timeClaim("exp", in: claims)
         if let expiresAt, now >= expiresAt { throw TokenError.expired }
         if let notBefore = try Self.timeClaim("nbf", in: claims), now < notBefore { throw TokenError.notYetValid }
+        if let audience { try Self.checkAudience(audience, in: claims) }
         return VerifiedToken(claims: claims, expiresAt: expiresAt)
     }
 
@@ -74,6 +89,26 @@ public struct JWTVerifier: Sendable {
             throw TokenError("JWT \(name) claim is not a number")
         }
         return seconds
+    }
+
+    /// `aud` is one string or an array of strings (RFC 7519 4.1.3); it must name `audience`
+    /// exactly, byte for byte. A token without `aud` is not meant for anyone in particular,
+    /// so it is refused as well.
+    private static func checkAudience(_ audience: String, in claims: JSONValue) throws(TokenError) {
+        let names: [JSONValue]
+        switch claims["aud"] {
+        case nil: throw TokenError.audienceNotAccepted
+        case .array(let items)?: names = items
+        case let single?: names = [single]
+        }
+        var accepted = false
+        for name in names {
+            guard let text = name.stringValue else {
+                throw TokenError("JWT aud claim must be a string or an array of strings")
+            }
+            if text.utf8.elementsEqual(audience.utf8) { accepted = true }
+        }
+        if !accepted { throw TokenError.audienceNotAccepted }
     }
 
     /// Keeps reasons one short printable line: the algorithm name comes from the attacker.

@@ -28,6 +28,13 @@ public final class Bridge: Service, Sendable {
         let staticFiles = try configuration.server.rootPath.map { root throws(ConfigurationError) in
             try StaticFiles(root: root)
         }
+        // Before any thread starts: a secret that is a broken JWK or JWK Set stops start-up.
+        let verifier: JWTVerifier
+        do {
+            verifier = JWTVerifier(keys: try JWTKeySet(secret: configuration.jwtSecret))
+        } catch {
+            throw ConfigurationError("\(ConfigurationKey.jwtSecret.rawValue): \(error.reason)")
+        }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let status = DatabaseStatus()
         let registry = ListenRegistry(status: status)
@@ -41,7 +48,7 @@ public final class Bridge: Service, Sendable {
             conninfo: configuration.databaseURI, settings: configuration.notifier, status: status,
             pausedWriters: hub, logger: logger)
         server = ServerContext(
-            configuration: configuration, hub: hub, registry: registry, notifier: notifier,
+            configuration: configuration, verifier: verifier, hub: hub, registry: registry, notifier: notifier,
             staticFiles: staticFiles, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         services = [listener, notifier, frontEnd]

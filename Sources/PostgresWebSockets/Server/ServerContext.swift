@@ -17,12 +17,12 @@ final class ServerContext: Sendable {
     private let nextSessionID = Atomic<Int>(0)
 
     init(
-        configuration: Configuration, hub: ChannelHub, registry: ListenRegistry, notifier: Notifier,
-        staticFiles: StaticFiles?, logger: Logger
+        configuration: Configuration, verifier: JWTVerifier, hub: ChannelHub, registry: ListenRegistry,
+        notifier: Notifier, staticFiles: StaticFiles?, logger: Logger
     ) {
         self.configuration = configuration
         self.handshake = Handshake(
-            verifier: JWTVerifier(secret: configuration.jwtSecret),
+            verifier: verifier,
             allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) })
         self.hub = hub
         self.registry = registry
