@@ -1,5 +1,6 @@
 import BridgeTestSupport
 import Foundation
+import Logging
 import PostgresWebSockets
 import Testing
 
@@ -222,6 +223,70 @@ import Testing
             let tooManySegments = try await server.open("/a/b/\(TestTokens.mint(mode: "rw"))")
             guard case .refused(let refusal) = tooManySegments else { Issue.record("accepted"); return }
             #expect(refusal.status == 404)
+        }
+    }
+
+    // MARK: - The token outside the URL
+
+    /// A `bearer.<jwt>` subprotocol entry with `postgres-websockets` beside it: the 101 selects
+    /// `postgres-websockets` and never echoes the token; `/` gets every claimed channel,
+    /// `/<channel>` that one.
+    @Test func bearerSubprotocolEntryCarriesTheToken() async throws {
+        try await TestServer.with({ $0.logLevel = .trace }) { server in
+            let (a, b) = (uniqueChannel(), uniqueChannel())
+            let token = TestTokens.mint(mode: "r", channels: [a, b])
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
+            let everything = try await server.connect(
+                "/", headers: [("Sec-WebSocket-Protocol", "postgres-websockets, bearer.\(token)")])
+            #expect(everything.responseHeaders["sec-websocket-protocol"] == "postgres-websockets")
+            try await expectReads(everything, a, db: db)
+            try await expectReads(everything, b, db: db)
+            let one = try await server.connect(
+                "/\(b)",
+                headers: [
+                    ("Sec-WebSocket-Protocol", "bearer.\(token)"), ("Sec-WebSocket-Protocol", "postgres-websockets"),
+                ])
+            try await expectReads(one, b, db: db)
+            // Only the bearer entry: nothing to select (browsers then fail: offer postgres-websockets too).
+            let bare = try await server.connect("/\(a)", headers: [("Sec-WebSocket-Protocol", "bearer.\(token)")])
+            #expect(bare.responseHeaders["sec-websocket-protocol"] == nil)
+            try await expectReads(bare, a, db: db)
+            #expect(!everything.responseHeaders.values.contains { $0.contains(token) })
+            let logged = server.log.records.map(\.description)
+            #expect(!logged.isEmpty)
+            #expect(!logged.contains { $0.contains(token) || $0.contains(token.split(separator: ".")[2]) })
+        }
+    }
+
+    @Test func authorizationBearerHeaderCarriesTheToken() async throws {
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
+            let client = try await server.connect(
+                "/\(TestServer.pathSegment(channel))",
+                headers: [("Authorization", "Bearer \(TestTokens.mint(mode: "r"))")])
+            try await expectReads(client, channel, db: db)
+            try await expectRefusal(
+                server, "/", status: 403, reason: "JWT claims no channel",
+                headers: [("Authorization", "bearer \(TestTokens.mint(mode: "r"))")])
+            try await expectRefusal(
+                server, "/\(channel)", status: 401, reason: "malformed JWT", headers: [("Authorization", "Bearer x.y")])
+        }
+    }
+
+    @Test func moreThanOneTokenIs400() async throws {
+        try await TestServer.with { server in
+            let channel = uniqueChannel()
+            let token = TestTokens.mint(mode: "rw")
+            let entry = ("Sec-WebSocket-Protocol", "bearer.\(token)")
+            let header = ("Authorization", "Bearer \(token)")
+            for (path, headers) in [
+                ("/\(channel)/\(token)", [entry]), ("/\(channel)/\(token)", [header]),
+                ("/\(channel)", [entry, header]),
+                ("/\(channel)", [("Sec-WebSocket-Protocol", "bearer.\(token), bearer.\(token)")]),
+            ] {
+                try await expectRefusal(server, path, status: 400, reason: "more than one token", headers: headers)
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ import Testing
             }
             let received = try await receiver.notifications(count: Self.hostileNames.count * 2)
             #expect(Set(received.map(\.channel)) == Set(Self.hostileNames))
-            try await waitUntil(timeout: 10, "every UNLISTEN") { try await server.bridge.listeningChannels().isEmpty }
+            try await waitUntil(timeout: 10, "every UNLISTEN") { try await server.socketChannelsListened().isEmpty }
             let activity = try await admin.query(
                 "SELECT query FROM pg_stat_activity WHERE application_name LIKE 'postgres-websockets%'")
             for row in activity {

@@ -58,7 +58,7 @@ import Testing
             let restored = try await server.log.waitForRecord(with: [.database: "restored"])
             #expect(restored[.outageSeconds].flatMap(Double.init) != nil)
             try await server.waitUntilDatabaseUp()
-            #expect(Set(try await server.bridge.listeningChannels()) == [a, b])
+            #expect(Set(try await server.socketChannelsListened()) == [a, b])
             try await db.notify(a, "to a")
             try await db.notify(b, "to b")
             #expect(try await readers[0].nextText() == "to a")
@@ -106,7 +106,7 @@ import Testing
             #expect(refusedWhileListening)
             // The frozen listener may be replaced meanwhile; a query it drops counts as "not yet".
             try await waitUntil(timeout: 10, "the refused socket's channel to be let go") {
-                (try? await server.bridge.listeningChannels()) == []
+                (try? await server.socketChannelsListened()) == []
             }
             try await waitUntil(timeout: 10, "its connection slot to be given back") {
                 let health = try await HTTPGet.fetch(port: server.port, path: "/health")

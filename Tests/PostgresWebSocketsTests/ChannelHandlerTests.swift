@@ -28,7 +28,9 @@ private struct Harness {
         let logger = Logger(label: "embedded") { _ in SwiftLogNoOpLogHandler() }
         let status = DatabaseStatus()
         let registry = ListenRegistry(status: status)
-        let hub = ChannelHub(group: loop, registry: registry, window: (64 << 20, .seconds(30)))
+        let hub = ChannelHub(
+            group: loop, registry: registry, window: (64 << 20, .seconds(30)),
+            routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel))
         let notifier = Notifier(
             conninfo: "unused", settings: configuration.notifier, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(

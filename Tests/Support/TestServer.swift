@@ -38,7 +38,8 @@ public final class TestServer: Sendable {
         let capture = LogCapture()
         let echo = testLogLevel
         var logger = Logger(label: "bridge-under-test") { _ in CapturingLogHandler(capture: capture, echo: echo) }
-        logger.logLevel = min(echo, .info)
+        // What the configuration asks for (info unless a test lowers it), and what is echoed.
+        logger.logLevel = min(echo, config.logLevel)
         let bridge = try Bridge(configuration: config, logger: logger)
         let port = try await bridge.start()
         let server = TestServer(bridge: bridge, port: port, log: capture)
@@ -68,6 +69,13 @@ public final class TestServer: Sendable {
             group.cancelAll()
             guard cameUp else { throw WaitTimeout(what: "database up") }
         }
+    }
+
+    /// The channels the listener LISTENs on for sockets: all but the listen channel, which
+    /// is LISTENed for the server's life.
+    public func socketChannelsListened() async throws -> [String] {
+        let listen = bridge.configuration.channels.listenChannel
+        return try await bridge.listeningChannels().filter { $0 != listen }
     }
 
     public func shutdown() async {

@@ -32,10 +32,13 @@ public final class WebSocketClient: Sendable {
 
     private let channel: any Channel
     private let events: EventQueue<WebSocketEvent>
+    /// The headers of the server's 101, names lowercased.
+    public let responseHeaders: [String: String]
 
-    private init(channel: any Channel, events: EventQueue<WebSocketEvent>) {
+    private init(channel: any Channel, events: EventQueue<WebSocketEvent>, responseHeaders: [String: String]) {
         self.channel = channel
         self.events = events
+        self.responseHeaders = responseHeaders
     }
 
     public enum Outcome: Sendable {
@@ -72,8 +75,8 @@ public final class WebSocketClient: Sendable {
         }
         try await channel.writeAndFlush(ByteBuffer(string: request))
         switch try await handshake.result.next(timeout: 15) {
-        case .success:
-            return .upgraded(WebSocketClient(channel: channel, events: events))
+        case .success(let headers):
+            return .upgraded(WebSocketClient(channel: channel, events: events, responseHeaders: headers))
         case .failure(let refusal):
             try? await channel.close()
             return .refused(refusal)
@@ -345,7 +348,7 @@ private final class ClientHandler: ChannelInboundHandler {
             }
             if status == 101, headers["sec-websocket-accept"] == expectedAccept {
                 phase = .frames
-                handshake.result.push(.success(()))
+                handshake.result.push(.success(headers))
             } else if status == 101 {
                 phase = .refused(status: 0, headers: headers)
                 context.close(promise: nil)
@@ -445,5 +448,6 @@ private final class ClientHandler: ChannelInboundHandler {
 }
 
 private final class HandshakeState: Sendable {
-    let result = EventQueue<Result<Void, HTTPRefusal>>()
+    /// The 101's headers (names lowercased), or the refusal.
+    let result = EventQueue<Result<[String: String], HTTPRefusal>>()
 }

@@ -66,6 +66,13 @@ private struct Settings {
             let origins = list.split(separator: ",").map { String($0.trimming()) }.filter { !$0.isEmpty }
             config.server.allowedOrigins = origins.isEmpty ? nil : origins
         }
+        if let listen = try channel(.listenChannel) { config.channels.listenChannel = listen }
+        if let target = values[.publishTo]?.value {
+            guard let parsed = ChannelSettings.PublishTarget(rawValue: target) else {
+                throw invalid(.publishTo, "must be channel or listen-channel")
+            }
+            config.channels.publishTo = parsed
+        }
         config.channels.auditChannel = try channel(.auditChannel)
         config.channels.metaChannel = try channel(.metaChannel)
         if let n = try int(.poolSize, in: 1...64) { config.notifier.poolSize = n }

@@ -33,12 +33,29 @@ public struct ServerSettings: Sendable {
     public var allowedOrigins: [String]? = nil
 }
 
-/// The channels the server itself publishes on.
+/// The channels the server itself listens and publishes on.
 public struct ChannelSettings: Sendable {
+    /// Where client messages and meta events are NOTIFYed.
+    public enum PublishTarget: String, Sendable {
+        /// `NOTIFY C` for a message to C (this server's own behaviour).
+        case channel
+        /// `NOTIFY <listen channel>`, routed to C by the envelope's `channel` field, as
+        /// postgres-websockets 0.10 and later do.
+        case listenChannel = "listen-channel"
+    }
+
+    /// Always LISTENed; a JSON payload with a string `channel` goes to that channel's readers.
+    public var listenChannel: String = "postgres-websockets-listener"
+    public var publishTo = PublishTarget.channel
     /// Receives a copy of every client message.
     public var auditChannel: String? = nil
     /// Receives `ConnectionOpen` and `ConnectionClose` events.
     public var metaChannel: String? = nil
+
+    /// The channel a message meant for `channel` is NOTIFYed on.
+    func notifyChannel(for channel: String) -> String {
+        publishTo == .listenChannel ? listenChannel : channel
+    }
 }
 
 /// How the listener watches its connection when PostgreSQL says nothing.

@@ -8,10 +8,18 @@ struct Handshake {
     /// Lowercased; nil allows every origin.
     let allowedOrigins: Set<String>?
 
+    /// The subprotocol a client offers to say it speaks postgres-websockets' own protocol.
+    static let rawProtocol = "postgres-websockets"
+    /// A subprotocol entry carrying the token: `bearer.<jwt>` (browsers can set subprotocols,
+    /// not headers). Never echoed, never logged.
+    static let bearerPrefix = "bearer."
+
     struct Authorized {
         let grant: Grant
         let token: VerifiedToken
         let acceptKey: String
+        /// Selected for the 101, when the client offered it.
+        let subprotocol: String?
         /// The channels the socket receives notifications on (none for write-only sockets).
         var readChannels: [ChannelKey] {
             grant.mode.contains(.read) ? grant.channels.map(ChannelKey.init) : []
@@ -37,27 +45,64 @@ struct Handshake {
             return .failure(Refusal(.forbidden, "origin not allowed"))
         }
 
-        let requestedChannel: String?
-        let tokenSegment: Substring
+        let offered = head.listValues("sec-websocket-protocol")
+        var headerTokens = offered.filter { $0.hasPrefix(Self.bearerPrefix) }.map {
+            $0.dropFirst(Self.bearerPrefix.count)
+        }
+        for value in head.values("authorization") {
+            let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            if parts.count == 2, RequestHead.equalsIgnoringCase(parts[0], "bearer") {
+                headerTokens.append(parts[1].trimming())
+            }
+        }
+        guard headerTokens.count <= 1 else {
+            return .failure(
+                Refusal(
+                    .badRequest,
+                    "more than one token: give it in the URL, a bearer subprotocol or an Authorization header"))
+        }
+
         let segments = head.path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
-        switch segments.count {
-        case 1:
-            requestedChannel = nil
-            tokenSegment = segments[0]
-        case 2:
-            guard let bytes = percentDecode(segments[0]) else {
+        let channelSegment: Substring?
+        let tokenText: Substring
+        if let headerToken = headerTokens.first {
+            // The token came in a header: the path is `/` (every claimed channel) or `/<channel>`.
+            switch segments.count {
+            case 1:
+                channelSegment = segments[0].isEmpty ? nil : segments[0]
+            case 2:
+                return .failure(
+                    Refusal(
+                        .badRequest,
+                        "more than one token: give it in the URL, a bearer subprotocol or an Authorization header"))
+            default:
+                return .failure(Refusal(.notFound, "expected / or /<channel> with the token in a header"))
+            }
+            tokenText = headerToken
+        } else {
+            switch segments.count {
+            case 1:
+                channelSegment = nil
+                tokenText = segments[0]
+            case 2:
+                channelSegment = segments[0]
+                tokenText = segments[1]
+            default:
+                return .failure(Refusal(.notFound, "expected /<jwt> or /<channel>/<jwt>"))
+            }
+        }
+        var requestedChannel: String? = nil
+        if let channelSegment {
+            guard let bytes = percentDecode(channelSegment) else {
                 return .failure(Refusal(.forbidden, "bad channel name: invalid percent-encoding"))
             }
             guard let name = String(validating: bytes, as: UTF8.self) else {
                 return .failure(Refusal(.forbidden, "bad channel name: not UTF-8"))
             }
             requestedChannel = name
-            tokenSegment = segments[1]
-        default:
-            return .failure(Refusal(.notFound, "expected /<jwt> or /<channel>/<jwt>"))
         }
-        guard !tokenSegment.isEmpty else { return .failure(Refusal(.unauthorized, "missing JWT")) }
-        guard let tokenBytes = percentDecode(tokenSegment), let token = String(validating: tokenBytes, as: UTF8.self)
+        guard !tokenText.isEmpty else { return .failure(Refusal(.unauthorized, "missing JWT")) }
+        guard let tokenBytes = percentDecode(tokenText), let token = String(validating: tokenBytes, as: UTF8.self)
         else {
             return .failure(Refusal(.unauthorized, "malformed JWT"))
         }
@@ -74,7 +119,10 @@ struct Handshake {
         } catch {
             return .failure(Refusal(.forbidden, error.reason))
         }
-        return .success(Authorized(grant: grant, token: verified, acceptKey: Self.acceptValue(for: keys[0])))
+        let subprotocol = offered.contains { $0 == Self.rawProtocol } ? Self.rawProtocol : nil
+        return .success(
+            Authorized(
+                grant: grant, token: verified, acceptKey: Self.acceptValue(for: keys[0]), subprotocol: subprotocol))
     }
 
     /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.
@@ -87,7 +135,9 @@ struct Handshake {
         return Base64.encode(digest[0..<Int(length)])
     }
 
-    static func switchingProtocols(acceptKey: String) -> String {
-        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: \(acceptKey)\r\n\r\n"
+    static func switchingProtocols(acceptKey: String, subprotocol: String?) -> String {
+        let selected = subprotocol.map { "sec-websocket-protocol: \($0)\r\n" } ?? ""
+        return
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: \(acceptKey)\r\n\(selected)\r\n"
     }
 }

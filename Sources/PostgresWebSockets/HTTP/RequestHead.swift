@@ -24,6 +24,11 @@ struct RequestHead {
         headers.first { Self.equalsIgnoringCase($0.name, name) }?.value
     }
 
+    /// The elements of every comma-separated field named `name`, trimmed, empty ones dropped.
+    func listValues(_ name: String) -> [Substring] {
+        values(name).flatMap { $0.split(separator: ",").map { $0.trimming() }.filter { !$0.isEmpty } }
+    }
+
     /// Whether a comma-separated field (Connection, Upgrade) lists `token` (lowercase).
     func hasToken(_ name: String, _ token: String) -> Bool {
         for header in headers where Self.equalsIgnoringCase(header.name, name) {

@@ -14,11 +14,16 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
     private let shards: [NIOLoopBoundBox<LoopShard>]
     private let inboxes: [ShardInbox]
     private let backlog = WatermarkedLevel(ChannelHub.backlogMarks)
+    private let routing: ListenChannelRouting
     /// The sequence of the next notification; only the listener thread advances it.
     private let nextSequence = Atomic<UInt64>(0)
 
     /// - Parameter window: what each loop's `DeliveryLog` keeps (`max-lag`, `max-lag-seconds`).
-    init(group: any EventLoopGroup, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount)) {
+    init(
+        group: any EventLoopGroup, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount),
+        routing: ListenChannelRouting
+    ) {
+        self.routing = routing
         shards = group.makeIterator().map { loop in
             NIOLoopBoundBox.makeBoxSendingValue(
                 LoopShard(eventLoop: loop, registry: registry, window: window), eventLoop: loop)
@@ -37,7 +42,7 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
     // MARK: - NotificationSink
 
     func makeBatch() -> FrameBatch {
-        FrameBatch()
+        FrameBatch(routing: routing)
     }
 
     func receive(_ batch: FrameBatch, from producer: any NotificationProducer) -> NotificationDemand {

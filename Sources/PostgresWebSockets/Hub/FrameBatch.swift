@@ -20,6 +20,7 @@ struct Notification: Sendable {
 struct FrameBatch: NotificationBatch {
     static let arenaSize = 16 * 1024
 
+    private let routing: ListenChannelRouting
     private let allocator = ByteBufferAllocator()
     private var arena = ByteBuffer()
     private var pending: [(channel: ChannelKey, start: Int, length: Int)] = []
@@ -27,6 +28,10 @@ struct FrameBatch: NotificationBatch {
     private(set) var byteCount = 0
 
     var count: Int { sealed.count + pending.count }
+
+    init(routing: ListenChannelRouting) {
+        self.routing = routing
+    }
 
     mutating func append(channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
         let length = WebSocketFrames.headerLength(payloadLength: payload.count) + payload.count
@@ -37,7 +42,7 @@ struct FrameBatch: NotificationBatch {
         let start = arena.writerIndex
         WebSocketFrames.writeHeader(opcode: .text, payloadLength: payload.count, into: &arena)
         arena.writeBytes(payload)
-        pending.append((ChannelKey(String(decoding: channel, as: UTF8.self)), start, length))
+        pending.append((routing.route(channel: channel, payload: payload), start, length))
         byteCount += length
     }
 

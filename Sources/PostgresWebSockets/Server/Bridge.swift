@@ -40,7 +40,10 @@ public final class Bridge: Service, Sendable {
         let registry = ListenRegistry(status: status)
         let hub = ChannelHub(
             group: group, registry: registry,
-            window: (configuration.limits.maxLag, configuration.limits.maxLagDuration))
+            window: (configuration.limits.maxLag, configuration.limits.maxLagDuration),
+            routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel))
+        // The listen channel is LISTENed for the server's whole life, sockets or not.
+        registry.acquire([ChannelKey(configuration.channels.listenChannel)], awaiting: [], ready: {})
         let listener = Listener(
             conninfo: configuration.databaseURI, settings: configuration.listener, registry: registry, sink: hub,
             logger: logger)

@@ -209,7 +209,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         }
         guard isValidUTF8(message.readableBytesView) else { return close(.invalidUTF8) }
         let deliveredAt = UniqueTimestamps.shared.next()
-        let audit = environment.channels.auditChannel
+        let settings = environment.channels
+        let audit = settings.auditChannel
         var notifications: [(channel: String, payload: [UInt8])] = []
         notifications.reserveCapacity(grant.channels.count * (audit == nil ? 1 : 2))
         let fits = message.withUnsafeReadableBytes { payload -> Bool in
@@ -218,7 +219,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
                     event: .websocketMessage, channel: channel, payload: payload,
                     claimsPrefix: claimsPrefix, deliveredAtMicroseconds: deliveredAt)
                 guard envelope.count <= Envelope.maxPayloadBytes else { return false }
-                notifications.append((channel, envelope))
+                notifications.append((settings.notifyChannel(for: channel), envelope))
                 if let audit { notifications.append((audit, envelope)) }
             }
             return true
@@ -242,7 +243,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
             logger.log(.warning, "meta event too large for NOTIFY, not sent", [.event: "\(event.rawValue)"])
             return
         }
-        environment.publisher.submitEvent(OutgoingMessage(notifications: [(meta, envelope)], sender: nil), lane: id)
+        let notification = (environment.channels.notifyChannel(for: meta), envelope)
+        environment.publisher.submitEvent(OutgoingMessage(notifications: [notification], sender: nil), lane: id)
     }
 
     fileprivate func rejectedByDatabase(reason: String) {
