@@ -42,11 +42,19 @@ import Testing
         }
     }
 
-    @Test func binaryFrameIs1003() async throws {
+    /// As postgres-websockets: a binary frame whose content is UTF-8 is a message like a text
+    /// frame (fragments too); one that is not UTF-8 is refused with 1007.
+    @Test func binaryFramesHoldingUTF8AreMessages() async throws {
         try await TestServer.with { server in
-            let client = try await server.connect(channel: uniqueChannel(), mode: "rw")
+            let channel = uniqueChannel()
+            let client = try await server.connect(channel: channel, mode: "rw")
+            try await client.send(binary: Array("café".utf8))
+            #expect(try JSONParser.parse(try await client.nextText())["payload"] == .string("café"))
+            try await client.send(opcode: .binary, payload: Array("frag".utf8), fin: false)
+            try await client.send(opcode: .continuation, payload: Array("mented".utf8))
+            #expect(try JSONParser.parse(try await client.nextText())["payload"] == .string("fragmented"))
             try await client.send(binary: [0, 1, 2, 255])
-            try await expectClose(client, code: 1003, reasonContains: "binary")
+            try await expectClose(client, code: 1007, reasonContains: "UTF-8")
         }
     }
 

@@ -58,11 +58,16 @@ import Testing
         }
     }
 
-    @Test func withoutRootPlainRequestsAreTold426() async throws {
+    /// Load-balancer probes of upstream deployments expect 200 on a plain GET.
+    @Test func withoutRootPlainRequestsGet200() async throws {
         try await TestServer.with { server in
-            let response = try await HTTPGet.fetch(port: server.port, path: "/index.html")
-            #expect(response.status == 426)
-            #expect(response.body.contains("WebSocket"))
+            for path in ["/", "/index.html"] {
+                let response = try await HTTPGet.fetch(port: server.port, path: path)
+                #expect(response.status == 200)
+                #expect(response.body.hasSuffix("\n"))
+                #expect(response.body.filter { $0 == "\n" }.count == 1)
+                #expect(response.body.contains("WebSocket"))
+            }
         }
     }
 }

@@ -46,6 +46,18 @@ import Testing
         #expect(port.log.split(separator: "\n").count == 1)
     }
 
+    /// PGWS_RETRIES, as upstream: a database that cannot be reached in that many attempts at
+    /// start ends the server with exit status 1 and a line that says so.
+    @Test func retriesRunOutExitWithStatus1() async throws {
+        let result = try await runToExit(environment: [
+            "PGWS_DB_URI":
+                "postgresql://postgres@127.0.0.1:\(try TemporaryPostgres.freePort())/postgres?connect_timeout=1",
+            "PGWS_JWT_SECRET": "s", "PGWS_RETRIES": "2", "PGWS_PORT": "0",
+        ])
+        #expect(result.status == 1)
+        #expect(result.log.contains("cannot connect to PostgreSQL after 2 attempts (retries)"), "\(result.log)")
+    }
+
     @Test func sampleConfigurationIsValid() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()

@@ -76,14 +76,14 @@ private func wireFrame(opcode: UInt8, _ payload: [UInt8]) -> ByteBuffer {
 
 @Suite("HTTPHandler (EmbeddedChannel)")
 struct HTTPHandlerChannelTests {
-    @Test("each refusal is answered with its status, one line of reason, and the connection closes")
+    @Test("each refusal (and a plain GET) is answered with its status, one line, and the connection closes")
     func refusals() throws {
         let harness = Harness { $0.server.allowedOrigins = ["https://app.example"] }
         let cases: [(ByteBuffer, String, String)] = [
             (request("/chat/not-a-token"), "HTTP/1.1 401 Unauthorized", "malformed JWT"),
             (request("/" + token(#"{"mode":"rw"}"#)), "HTTP/1.1 403 Forbidden", "JWT claims no channel"),
             (request("/x", method: "POST", upgrade: false), "HTTP/1.1 405 Method Not Allowed", "allow: GET, HEAD"),
-            (request("/x", upgrade: false), "HTTP/1.1 426 Upgrade Required", "this server speaks WebSocket"),
+            (request("/x", upgrade: false), "HTTP/1.1 200 OK", "open a WebSocket on /<jwt>"),
             (request("/health", upgrade: false), "HTTP/1.1 503 Service Unavailable", #""database":"unavailable""#),
             (
                 request("/chat/" + token(#"{"mode":"r"}"#), extra: "Origin: https://evil.example\r\n"),

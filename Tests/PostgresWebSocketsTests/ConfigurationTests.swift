@@ -145,7 +145,9 @@ struct ConfigurationLoadTests {
         let config = try load(environment: required)
         #expect(config.databaseURI == "postgres://localhost/db")
         #expect(config.jwtSecret == Array("s3cret".utf8))
-        #expect(config.server.host == "127.0.0.1")
+        #expect(config.server.host == "*4", "every IPv4 address, as postgres-websockets")
+        #expect(config.channels.listenChannel == "postgres-websockets-listener")
+        #expect(config.channels.publishTo == .channel)
         #expect(config.server.port == 3000)
         #expect(config.server.rootPath == nil)
         #expect(config.channels.auditChannel == nil)
@@ -460,5 +462,68 @@ struct ConfigurationLoadTests {
                 == [
                     "http://x"
                 ])
+    }
+}
+
+/// What users of postgres-websockets' older and current releases bring along.
+@Suite("Configuration compatibility")
+struct ConfigurationCompatibilityTests {
+    @Test("db-pool is the old name of pool-size; both at once is an error naming both lines")
+    func dbPoolAlias() throws {
+        let base = "db-uri = \"x\"\njwt-secret = \"y\"\n"
+        #expect(try load(base + "db-pool = 7").notifier.poolSize == 7)
+        #expect(fileError(base + "pool-size = 3\ndb-pool = 7") == "test.conf:4: 'db-pool' is already set on line 3")
+    }
+
+    @Test("$(VAR) in a quoted value comes from the environment; $$ is a $; a missing variable is named")
+    func interpolation() throws {
+        let environment = ["DATABASE_URL": "postgres://db.example/app", "SECRET": "from-env"]
+        let parsed = try ConfigurationFile(
+            path: "old.conf",
+            contents:
+                "db-uri = \"$(DATABASE_URL)?sslmode=disable\"\njwt-secret = \"$(SECRET)\"\nmeta-channel = \"pay$$day\"",
+            environment: environment)
+        #expect(parsed.entries[.databaseURI]?.value == "postgres://db.example/app?sslmode=disable")
+        #expect(parsed.entries[.jwtSecret]?.value == "from-env")
+        #expect(parsed.entries[.metaChannel]?.value == "pay$day")
+        #expect(
+            try ConfigurationFile(path: "f", contents: "db-uri = \"cost $5\"").entries[.databaseURI]?.value == "cost $5"
+        )
+        do {
+            _ = try ConfigurationFile(path: "old.conf", contents: "db-uri = \"$(NOPE)\"", environment: environment)
+            Issue.record("a missing variable must be an error")
+        } catch {
+            #expect(error.message == "old.conf:1: 'db-uri' uses $(NOPE), which is not set in the environment")
+        }
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationFile(path: "f", contents: "db-uri = \"$(UNCLOSED\"", environment: environment)
+        }
+    }
+
+    @Test("PGWS_RETRIES bounds the start-up attempts; unset means forever")
+    func retries() throws {
+        #expect(try load(environment: required).listener.startupAttempts == nil)
+        #expect(try load(environment: required.merging(["PGWS_RETRIES": "5"]) { $1 }).listener.startupAttempts == 5)
+        #expect(
+            loadError(environment: required.merging(["PGWS_RETRIES": "0"]) { $1 })?.contains("PGWS_RETRIES") == true)
+    }
+
+    @Test("PGWS_CHECK_LISTENER_INTERVAL is accepted, with one notice")
+    func checkListenerInterval() throws {
+        let config = try load(environment: required.merging(["PGWS_CHECK_LISTENER_INTERVAL": "1000"]) { $1 })
+        #expect(config.notices.count == 1)
+        #expect(config.notices.first?.contains("PGWS_CHECK_LISTENER_INTERVAL") == true)
+        #expect(try load(environment: required).notices.isEmpty)
+    }
+
+    @Test("listen-channel and publish-to")
+    func listenChannel() throws {
+        let config = try load(
+            environment: required.merging(["PGWS_LISTEN_CHANNEL": "pgws", "PGWS_PUBLISH_TO": "listen-channel"]) { $1 })
+        #expect(config.channels.listenChannel == "pgws")
+        #expect(config.channels.publishTo == .listenChannel)
+        #expect(
+            loadError(environment: required.merging(["PGWS_PUBLISH_TO": "both"]) { $1 })
+                == "PGWS_PUBLISH_TO must be channel or listen-channel, got 'both'")
     }
 }

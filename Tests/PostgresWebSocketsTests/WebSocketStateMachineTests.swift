@@ -77,10 +77,12 @@ struct WebSocketStateMachineTests {
         #expect(m.state == .closing(deadline: start + .seconds(10)))
     }
 
-    @Test("binary frames are refused with 1003")
+    @Test("binary frames are messages like text frames, fragments included")
     func binary() {
         var m = machine()
-        #expect(m.received(clientFrame(.binary, [1, 2]), now: start) == .sendClose(.binaryFrame))
+        #expect(text(m.received(clientFrame(.binary, Array("ab".utf8)), now: start)) == "ab")
+        #expect(m.received(clientFrame(.binary, Array("c".utf8), fin: false), now: start) == .none)
+        #expect(text(m.received(clientFrame(.continuation, Array("d".utf8)), now: start)) == "cd")
     }
 
     @Test("the peer's close is echoed with its code and the connection dropped; an invalid code becomes 1000")

@@ -28,7 +28,7 @@ extension Configuration {
             guard let text = String(validating: bytes, as: UTF8.self) else {
                 throw ConfigurationError("\(path) is not valid UTF-8")
             }
-            file = try ConfigurationFile(path: path, contents: text)
+            file = try ConfigurationFile(path: path, contents: text, environment: environment)
         }
         return try load(file: file, environment: environment)
     }
@@ -76,6 +76,13 @@ private struct Settings {
         config.channels.auditChannel = try channel(.auditChannel)
         config.channels.metaChannel = try channel(.metaChannel)
         if let n = try int(.poolSize, in: 1...64) { config.notifier.poolSize = n }
+        if let n = try int(.retries, in: 1...1_000_000) { config.listener.startupAttempts = n }
+        if values[.checkListenerInterval] != nil {
+            _ = try int(.checkListenerInterval, in: 0...86_400_000)
+            config.notices.append(
+                "\(origin(.checkListenerInterval)) is accepted for compatibility and has no effect: the listener's connection is checked continuously (probed after 250 ms of silence)"
+            )
+        }
         if let n = try int(.maxPendingMessages, in: 1...10_000_000) { config.notifier.maxPendingMessages = n }
         if let n = try int(.maxSocketBuffer, in: 1024...(1 << 30)) { config.limits.maxSocketBuffer = n }
         if let n = try int(.maxLag, in: (1 << 20)...(1 << 40)) { config.limits.maxLag = n }

@@ -15,6 +15,9 @@ public struct Configuration: Sendable {
     public var notifier = NotifierSettings()
     public var limits = Limits()
     public var logLevel: Logger.Level = .info
+    /// What loading noticed but did not refuse (settings accepted for compatibility), logged
+    /// at start.
+    public var notices: [String] = []
 
     public init(databaseURI: String, jwtSecret: [UInt8]) {
         self.databaseURI = databaseURI
@@ -24,7 +27,8 @@ public struct Configuration: Sendable {
 
 /// Where the server listens and what it serves besides WebSockets.
 public struct ServerSettings: Sendable {
-    public var host: String = "127.0.0.1"
+    /// `*4` (every IPv4 address), as postgres-websockets; `*6` every IPv6 address.
+    public var host: String = "*4"
     /// 0 asks the kernel for a free port; the chosen port is logged.
     public var port: Int = 3000
     /// Folder served as static files on plain GET requests.
@@ -58,8 +62,11 @@ public struct ChannelSettings: Sendable {
     }
 }
 
-/// How the listener watches its connection when PostgreSQL says nothing.
+/// How the listener connects and watches its connection when PostgreSQL says nothing.
 public struct ListenerSettings: Sendable {
+    /// Connection attempts at start before the server gives up and exits 1; nil tries forever.
+    /// Once connected, the listener reconnects forever whatever this says.
+    public var startupAttempts: Int? = nil
     /// Silence after which an idle connection is probed.
     public var probeAfterIdle: Duration = .milliseconds(250)
     /// How long a probe may go unanswered (with nothing at all received) before the

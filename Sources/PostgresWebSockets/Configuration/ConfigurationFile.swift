@@ -1,6 +1,6 @@
 /// Parses the `key = value` format of postgres-websockets' `sample.conf`:
-/// strings in double quotes (with `\"`, `\\`, `\n`, `\t` escapes), bare numbers and
-/// booleans, `#` comments, blank lines.
+/// strings in double quotes (with `\"`, `\\`, `\n`, `\t` escapes and `$(VAR)` taken from
+/// the environment, `$$` for a `$`), bare numbers and booleans, `#` comments, blank lines.
 public struct ConfigurationFile: Sendable {
     public struct Entry: Sendable, Equatable {
         public let value: String
@@ -10,7 +10,7 @@ public struct ConfigurationFile: Sendable {
     public let path: String
     public let entries: [ConfigurationKey: Entry]
 
-    public init(path: String, contents: String) throws(ConfigurationError) {
+    public init(path: String, contents: String, environment: [String: String] = [:]) throws(ConfigurationError) {
         self.path = path
         var entries: [ConfigurationKey: Entry] = [:]
         var lineNumber = 0
@@ -25,7 +25,7 @@ public struct ConfigurationFile: Sendable {
                 throw ConfigurationError("\(path):\(lineNumber): expected 'key = value'")
             }
             let name = trimmed[..<equals].trimming()
-            guard let key = ConfigurationKey(rawValue: String(name)) else {
+            guard let key = ConfigurationKey(fileKey: name) else {
                 throw ConfigurationError("\(path):\(lineNumber): unknown key '\(name)'")
             }
             if let previous = entries[key] {
@@ -33,14 +33,15 @@ public struct ConfigurationFile: Sendable {
                     "\(path):\(lineNumber): '\(name)' is already set on line \(previous.line)")
             }
             let value = try Self.parseValue(
-                trimmed[trimmed.index(after: equals)...], path: path, line: lineNumber, key: key)
+                trimmed[trimmed.index(after: equals)...], path: path, line: lineNumber, key: key,
+                environment: environment)
             entries[key] = Entry(value: value, line: lineNumber)
         }
         self.entries = entries
     }
 
     private static func parseValue(
-        _ text: Substring, path: String, line: Int, key: ConfigurationKey
+        _ text: Substring, path: String, line: Int, key: ConfigurationKey, environment: [String: String]
     ) throws(ConfigurationError) -> String {
         let text = text.drop(while: { $0 == " " || $0 == "\t" })
         guard text.first == "\"" else {
@@ -57,7 +58,22 @@ public struct ConfigurationFile: Sendable {
             let character = text[index]
             index = text.index(after: index)
             if character == "\"" { break }
-            if character == "\\" {
+            if character == "$", index < text.endIndex, text[index] == "$" {
+                value.append("$")
+                index = text.index(after: index)
+            } else if character == "$", index < text.endIndex, text[index] == "(" {
+                // Old postgres-websockets config files: "$(PGWS_DB_URI)".
+                guard let close = text[index...].firstIndex(of: ")") else {
+                    throw ConfigurationError("\(path):\(line): unterminated $( in the value of '\(key.rawValue)'")
+                }
+                let name = String(text[text.index(after: index)..<close])
+                guard let variable = environment[name] else {
+                    throw ConfigurationError(
+                        "\(path):\(line): '\(key.rawValue)' uses $(\(name)), which is not set in the environment")
+                }
+                value.append(variable)
+                index = text.index(after: close)
+            } else if character == "\\" {
                 guard index < text.endIndex else {
                     throw ConfigurationError("\(path):\(line): unterminated string for '\(key.rawValue)'")
                 }

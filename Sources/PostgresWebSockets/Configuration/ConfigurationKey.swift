@@ -12,6 +12,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case auditChannel = "audit-channel"
     case metaChannel = "meta-channel"
     case poolSize = "pool-size"
+    case retries
+    case checkListenerInterval = "check-listener-interval"
     case maxPendingMessages = "max-pending-messages"
     case maxSocketBuffer = "max-socket-buffer"
     case maxLag = "max-lag"
@@ -38,6 +40,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .auditChannel: "PGWS_AUDIT_CHANNEL"
         case .metaChannel: "PGWS_META_CHANNEL"
         case .poolSize: "PGWS_POOL_SIZE"
+        case .retries: "PGWS_RETRIES"
+        case .checkListenerInterval: "PGWS_CHECK_LISTENER_INTERVAL"
         case .maxPendingMessages: "PGWS_MAX_PENDING_MESSAGES"
         case .maxSocketBuffer: "PGWS_MAX_SOCKET_BUFFER"
         case .maxLag: "PGWS_MAX_LAG"
@@ -50,6 +54,15 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .pongTimeout: "PGWS_PONG_TIMEOUT"
         case .allowedOrigins: "PGWS_ALLOWED_ORIGINS"
         case .logLevel: "PGWS_LOG_LEVEL"
+        }
+    }
+
+    /// The key a config file line names: its own name, or an older name of it
+    /// (`db-pool`, postgres-websockets' old name of `pool-size`).
+    init?(fileKey: some StringProtocol) {
+        switch fileKey {
+        case "db-pool": self = .poolSize
+        default: self.init(rawValue: String(fileKey))
         }
     }
 

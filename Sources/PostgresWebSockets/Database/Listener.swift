@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import Synchronization
 
@@ -27,18 +28,25 @@ final class Listener<Sink: NotificationSink>: Service, NotificationProducer, Sen
         self.logger = logger
     }
 
-    func run() async {
+    /// Throws when the start-up attempts (`retries`) ran out before a first connection.
+    func run() async throws {
+        let outcome = NIOLockedValueBox<String?>(nil)
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 await runOnBackgroundThread(name: "pgws-listener") { [self] in
                     var loop = ListenerLoop(listener: self)
                     loop.run()
+                    outcome.withLockedValue { $0 = loop.gaveUp }
                 }
             } onCancel: {
                 self.registry.stop()
             }
         } onGracefulShutdown: {
             self.registry.stop()
+        }
+        if let reason = outcome.withLockedValue({ $0 }) {
+            logger.log(.critical, "giving up", [.database: "unavailable", .error: "\(reason)"])
+            throw DatabaseError.connection(reason)
         }
     }
 

@@ -23,6 +23,10 @@ struct ListenerLoop<Sink: NotificationSink> {
     private var lastInput = 0.0
     private var backoff = Backoff()
     private var outageStart: Double? = nil
+    private var hasConnected = false
+    private var failedAttempts = 0
+    /// Set when the start-up attempts (`retries`) ran out: why the listener gave up.
+    private(set) var gaveUp: String? = nil
     private var logger: Logger { listener.logger }
     private var registry: ListenRegistry { listener.registry }
 
@@ -33,7 +37,7 @@ struct ListenerLoop<Sink: NotificationSink> {
     }
 
     mutating func run() {
-        while !registry.isStopping {
+        while !registry.isStopping, gaveUp == nil {
             if connection == nil {
                 connect()
             } else {
@@ -57,6 +61,7 @@ struct ListenerLoop<Sink: NotificationSink> {
             registry.connectionOpened()
             lastInput = monotonicSeconds()
             backoff.reset()
+            hasConnected = true
             if let start = outageStart {
                 logger.log(
                     .notice, "database connection restored",
@@ -72,6 +77,12 @@ struct ListenerLoop<Sink: NotificationSink> {
 
     /// Logs the first failure of an outage; the retries that follow only at debug level.
     private mutating func fail(_ message: String) {
+        failedAttempts += 1
+        if !hasConnected, let limit = listener.settings.startupAttempts, failedAttempts >= limit {
+            gaveUp =
+                "cannot connect to PostgreSQL after \(failedAttempts) attempt\(failedAttempts == 1 ? "" : "s") (retries): \(message)"
+            return
+        }
         if outageStart == nil {
             outageStart = monotonicSeconds()
             logger.log(

@@ -96,8 +96,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return respond(response, includingBody: !isHead, context: context)
         }
         guard let files = server.staticFiles else {
+            // Load-balancer probes of upstream deployments expect 200 here.
             return respond(
-                Refusal(.webSocketOnly, "this server speaks WebSocket: connect to /<jwt> or /<channel>/<jwt>").response,
+                .text(.ok, "postgres-websockets: open a WebSocket on /<jwt> or /<channel>/<jwt>"),
                 includingBody: !isHead, context: context)
         }
         guard let file = files.resolve(path) else {

@@ -21,8 +21,6 @@ struct Refusal: Error, Equatable, CustomStringConvertible {
         static let timeout = Code("timeout")
         /// A WebSocket version other than 13.
         static let unsupportedWebSocketVersion = Code("unsupported_websocket_version")
-        /// A plain request to a server that serves no files.
-        static let webSocketOnly = Code("websocket_only")
         static let headTooLarge = Code("head_too_large")
         /// `max-connections` sockets are open.
         static let atCapacity = Code("at_capacity")
@@ -46,7 +44,7 @@ struct Refusal: Error, Equatable, CustomStringConvertible {
         case .notFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .timeout: .requestTimeout
-        case .unsupportedWebSocketVersion, .webSocketOnly: .upgradeRequired
+        case .unsupportedWebSocketVersion: .upgradeRequired
         case .headTooLarge: .requestHeaderFieldsTooLarge
         case .atCapacity: .serviceUnavailable
         default: .badRequest

@@ -54,6 +54,7 @@ public final class Bridge: Service, Sendable {
             configuration: configuration, verifier: verifier, hub: hub, registry: registry, notifier: notifier,
             staticFiles: staticFiles, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
+        for notice in configuration.notices { logger.notice("\(notice)") }
         services = [listener, notifier, frontEnd]
     }
 

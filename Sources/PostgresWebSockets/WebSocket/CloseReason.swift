@@ -18,8 +18,7 @@ struct CloseReason: Sendable, Equatable, CustomStringConvertible {
     /// SIGTERM/SIGINT.
     static let shuttingDown = CloseReason(goingAwayCode, "server shutting down")
     static func protocolError(_ detail: String) -> CloseReason { CloseReason(1002, detail) }
-    static let binaryFrame = CloseReason(1003, "binary frames are not supported")
-    static let invalidUTF8 = CloseReason(1007, "text frame is not valid UTF-8")
+    static let invalidUTF8 = CloseReason(1007, "message is not valid UTF-8")
     static let readOnly = CloseReason(1008, "socket is read-only: its JWT mode is r")
     static let tooSlow = CloseReason(1008, "client too slow")
     static func rejectedByDatabase(_ detail: String) -> CloseReason {

@@ -86,7 +86,9 @@ struct WebSocketStateMachine {
             return .sendPong(frame.unmaskedData)
         case .pong:
             return .none
-        case .text:
+        case .text, .binary:
+            // Binary frames holding UTF-8 are messages too, as postgres-websockets takes them;
+            // the content is checked (1007) with the text's.
             guard fragments == nil else { return fail(.protocolError("new message before the previous one ended")) }
             if frame.fin { return .deliver(frame.unmaskedData) }
             state = .open(fragments: frame.unmaskedData, ping: .idle)
@@ -102,8 +104,6 @@ struct WebSocketStateMachine {
             if frame.fin { return .deliver(message) }
             state = .open(fragments: message, ping: .idle)
             return .none
-        case .binary:
-            return close(.binaryFrame, now: now)
         default:
             return fail(.protocolError("unknown opcode"))
         }
