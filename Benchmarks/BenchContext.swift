@@ -61,9 +61,12 @@ final class BenchContext {
 
     /// Runs `body` against a fresh server, then checks it is still alive, records what it
     /// complained about, and stops it.
-    func withServer<T>(_ scenario: String, _ body: (BenchServer) async throws -> T) async throws -> T {
+    func withServer<T>(
+        _ scenario: String, environment: [String: String]? = nil, _ body: (BenchServer) async throws -> T
+    ) async throws -> T {
         let server = try await BenchServer.start(
-            executable: serverExecutable, databaseURI: databaseURI, poolSize: sizes.poolSize, extra: serverEnvironment)
+            executable: serverExecutable, databaseURI: databaseURI, poolSize: sizes.poolSize,
+            extra: environment ?? serverEnvironment)
         let result: T
         do {
             result = try await body(server)

@@ -1,3 +1,7 @@
+import BridgeTestSupport
+import Foundation
+import PostgresWebSockets
+
 /// Scenario 4: N idle reading sockets, each with its own token: handshake rate (every
 /// JWT verified) and the server's memory per open socket.
 extension BenchContext {
@@ -56,6 +60,78 @@ extension BenchContext {
                     report.note("connections: \(closed.stillOpen) sockets still open 30 s after their close frame")
                 }
             }
+        }
+        try await runSignedHandshakes()
+    }
+}
+
+extension BenchContext {
+    /// Handshakes/s with RS256 and ES256 tokens beside the HS256 row: a fresh server whose
+    /// `jwt-secret` is the public JWK, every socket its own token signed by the key.
+    func runSignedHandshakes() async throws {
+        let s = sizes
+        let count = max(1, s.idleSockets / 2)
+        for kind in [TestSigningKey.Kind.rs256, .es256] {
+            let key = try TestSigningKey(kind, kid: "bench-\(kind.rawValue)")
+            var extra = serverEnvironment
+            extra["PGWS_JWT_SECRET"] = key.publicJWK
+            try await withServer("connections \(kind.rawValue)", environment: extra) { server in
+                var spec = spec(port: server.port, channel: channel("signed"), count: count)
+                spec.signingKey = SigningKeySpec(kind: kind, kid: key.kid, privateKeyPEM: key.privateKeyPEM)
+                say("  connections: \(Report.grouped(count)) sockets, \(kind.rawValue) tokens")
+                let cpuBefore = server.cpuSeconds
+                try await withWorkers(spec) { fleet, opened in
+                    let cpu = both(cpuBefore, server.cpuSeconds).map { $1 - $0 }
+                    let seconds = Double(opened.endMicros - opened.startMicros) / 1e6
+                    report.add(
+                        "connections", "\(Report.grouped(count)) sockets, \(kind.rawValue) tokens: handshakes/s",
+                        Double(opened.opened) / seconds, "/s",
+                        method:
+                            "as the HS256 row: sockets / (last 101 - first connect); each socket its own token signed with the \(kind.rawValue) key, the server's jwt-secret its public JWK"
+                    )
+                    report.add(
+                        "connections", "\(kind.rawValue) tokens: server CPU per handshake",
+                        cpu.map { $0 / Double(opened.opened) * 1e6 }, "µs",
+                        method: "server utime+stime while the sockets opened, / sockets")
+                    _ = try await fleet.close()
+                }
+            }
+        }
+        addVerificationCosts()
+    }
+
+    /// What one token's verification costs, by algorithm, in this process (release build).
+    func addVerificationCosts() {
+        let rounds = sizes.quick ? 200 : 2000
+        var rows: [(String, JWTVerifier, [String])] = []
+        let hmacVerifier = JWTVerifier(secret: Array(TestTokens.secret.utf8))
+        rows.append(
+            (
+                "HS256", hmacVerifier,
+                (0..<rounds).map { TestTokens.mint(mode: "r", extra: [("sid", .number(String($0)))]) }
+            ))
+        for kind in TestSigningKey.Kind.allCases {
+            guard let key = try? TestSigningKey(kind, kid: "v"),
+                let keys = try? JWTKeySet(secret: Array(key.publicJWK.utf8))
+            else { continue }
+            rows.append(
+                (
+                    kind.rawValue, JWTVerifier(keys: keys),
+                    (0..<rounds).map { key.mint(claimsJSON: #"{"mode":"r","sid":\#($0)}"#) }
+                ))
+        }
+        let now = Date().timeIntervalSince1970
+        for (name, verifier, tokens) in rows {
+            let start = Clock.monotonic()
+            var failures = 0
+            for token in tokens where (try? verifier.verify(Substring(token), now: now)) == nil { failures += 1 }
+            let micros = (Clock.monotonic() - start) / Double(tokens.count) * 1e6
+            if failures > 0 { report.fail("connections", "\(failures) \(name) tokens did not verify") }
+            report.add(
+                "connections", "verification cost per \(name) token", micros, "µs",
+                method:
+                    "JWTVerifier.verify of \(tokens.count) distinct tokens in the bench process (release build), wall time / tokens; parsing and claims included"
+            )
         }
     }
 }

@@ -1,3 +1,5 @@
+import BridgeTestSupport
+
 /// What a fleet of load sockets reports, in one process or from a worker child as JSON.
 /// Every report merges with its kind, so several workers add up to one figure.
 
@@ -23,10 +25,18 @@ struct FleetSpec: Codable, Sendable {
     var threads = 2
     /// Writers: size of each client message (the text before the server wraps it).
     var messageSize = 64
+    /// Tokens signed with this key (PEM of the private key) instead of the HMAC secret.
+    var signingKey: SigningKeySpec? = nil
 
     func channelName(index: Int) -> String {
         distinctChannels ? "\(channel)\(index)" : channel
     }
+}
+
+struct SigningKeySpec: Codable, Sendable {
+    var kind: TestSigningKey.Kind
+    var kid: String
+    var privateKeyPEM: String
 }
 
 struct OpenReport: Codable, Sendable {

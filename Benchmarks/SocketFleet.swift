@@ -19,7 +19,16 @@ final class SocketFleet: Sendable {
         self.spec = spec
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, spec.threads))
         loops = group.makeIterator().map { NIOLoopBoundBox.makeBoxSendingValue(LoopStats(), eventLoop: $0) }
-        if spec.tokenPerSocket {
+        if let signing = spec.signingKey,
+            let key = try? TestSigningKey(pem: signing.privateKeyPEM, kind: signing.kind, kid: signing.kid)
+        {
+            tokens = (0..<spec.count).map { offset in
+                let index = spec.firstIndex + offset
+                return key.mint(
+                    claimsJSON:
+                        #"{"mode":"\#(spec.mode)","channel":"\#(spec.channelName(index: index))","sid":\#(index)}"#)
+            }
+        } else if spec.tokenPerSocket {
             tokens = (0..<spec.count).map { offset in
                 let index = spec.firstIndex + offset
                 return TestTokens.mint(

@@ -9,6 +9,8 @@
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
 
 // EVP_PKEY_PUBLIC_KEY is a macro built from other macros, which Swift does not import.
 static inline int pgws_evp_pkey_public_key_selection(void) {

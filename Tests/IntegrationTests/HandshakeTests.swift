@@ -289,4 +289,25 @@ import Testing
             }
         }
     }
+
+    /// A JWK Set as `jwt-secret`: tokens of every asymmetric kind open sockets, each checked
+    /// against the key its `kid` names; a `kid` the set lacks is refused.
+    @Test func jwkSetSecretVerifiesAsymmetricTokens() async throws {
+        let keys = try TestSigningKey.Kind.allCases.map { try TestSigningKey($0, kid: "k-\($0.rawValue)") }
+        let jwks = #"{"keys":["# + keys.map(\.publicJWK).joined(separator: ",") + "]}"
+        try await TestServer.with({ $0.jwtSecret = Array(jwks.utf8) }) { server in
+            let channel = uniqueChannel()
+            let db = try await TestDatabase(uri: TemporaryPostgres.sharedURI())
+            for key in keys {
+                let client = try await server.connect("/\(channel)/\(key.mint(claimsJSON: #"{"mode":"r"}"#))")
+                try await expectReads(client, channel, db: db)
+            }
+            let stranger = try TestSigningKey(.es256, kid: "not-in-the-set")
+            try await expectRefusal(
+                server, "/\(channel)/\(stranger.mint(claimsJSON: #"{"mode":"r"}"#))", status: 401, reason: "unknown key"
+            )
+            try await expectRefusal(
+                server, "/\(channel)/\(TestTokens.mint(mode: "r"))", status: 401, reason: "HS256")
+        }
+    }
 }
