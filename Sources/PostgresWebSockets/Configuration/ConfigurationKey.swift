@@ -21,6 +21,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case pingInterval = "ping-interval"
     case pongTimeout = "pong-timeout"
     case allowedOrigins = "allowed-origins"
+    case certificateFile = "certificate-file"
+    case keyFile = "key-file"
     case logLevel = "log-level"
 
     public var environmentVariable: String {
@@ -45,6 +47,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .pingInterval: "PGWS_PING_INTERVAL"
         case .pongTimeout: "PGWS_PONG_TIMEOUT"
         case .allowedOrigins: "PGWS_ALLOWED_ORIGINS"
+        case .certificateFile: "PGWS_CERTIFICATE_FILE"
+        case .keyFile: "PGWS_KEY_FILE"
         case .logLevel: "PGWS_LOG_LEVEL"
         }
     }
