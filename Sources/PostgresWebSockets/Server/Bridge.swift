@@ -18,6 +18,7 @@ public final class Bridge: Service, Sendable {
     private let server: ServerContext
     private let services: [any Service]
     private let frontEnd: FrontEnd
+    private let tls: TLSContextStore?
     private let running = NIOLockedValueBox<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
     public init(configuration: Configuration, logger: Logger, eventLoopThreads: Int = System.coreCount)
@@ -35,6 +36,10 @@ public final class Bridge: Service, Sendable {
         } catch {
             throw ConfigurationError("\(ConfigurationKey.jwtSecret.rawValue): \(error.reason)")
         }
+        // Likewise a certificate and key that do not load or do not match.
+        tls = try configuration.tls.map { settings throws(ConfigurationError) in
+            try TLSContextStore(settings: settings)
+        }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let status = DatabaseStatus()
         let registry = ListenRegistry(status: status)
@@ -49,7 +54,7 @@ public final class Bridge: Service, Sendable {
             pausedWriters: hub, logger: logger)
         server = ServerContext(
             configuration: configuration, verifier: verifier, hub: hub, registry: registry, notifier: notifier,
-            staticFiles: staticFiles, logger: logger)
+            staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         services = [listener, notifier, frontEnd]
     }
