@@ -3,10 +3,12 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import UnixSignals
 
 /// The whole server, as a `Service`: the listener, the notifier and the front end, run by a
 /// `ServiceGroup` in that order, so that shutdown goes the other way: sockets are closed
-/// first, then what they sent is delivered to PostgreSQL, then the listener stops.
+/// first, then what they sent is delivered to PostgreSQL, then the listener stops. With TLS,
+/// a `TLSReloader` comes last (stopped first): SIGHUP reloads the certificate and key.
 /// The tests `start()` and `shutdown()` it directly.
 ///
 /// Data flows one way each: PostgreSQL → `Listener` → `ChannelHub` → event loops → sockets,
@@ -59,8 +61,15 @@ public final class Bridge: Service, Sendable {
         services = [listener, notifier, frontEnd]
     }
 
-    private func makeGroup() -> ServiceGroup {
-        ServiceGroup(
+    private func makeGroup() async -> ServiceGroup {
+        var services = services
+        if let tls {
+            // SIGHUP is trapped here, before the front end listens: from the "listening" line
+            // on, a SIGHUP reloads the certificate and never terminates the process.
+            let signals = await UnixSignalsSequence(trapping: .sighup)
+            services.append(TLSReloader(store: tls, signals: signals, logger: logger))
+        }
+        return ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
     }
@@ -74,7 +83,7 @@ public final class Bridge: Service, Sendable {
     /// Starts every part in the background; returns the bound port once listening.
     @discardableResult
     public func start() async throws -> Int {
-        let serviceGroup = makeGroup()
+        let serviceGroup = await makeGroup()
         let task = Task { try await serviceGroup.run() }
         running.withLockedValue { $0 = (serviceGroup, task) }
         do {
