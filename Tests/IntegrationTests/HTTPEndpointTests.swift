@@ -80,10 +80,12 @@ enum HTTPGet {
         let body: String
     }
 
-    static func fetch(port: Int, path: String, method: String = "GET") async throws -> Response {
+    static func fetch(port: Int, path: String, method: String = "GET", tls: WebSocketClient.TLS? = nil) async throws
+        -> Response
+    {
         let outcome = try await WebSocketClient.open(
             port: port, path: path,
-            rawRequest: "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+            rawRequest: "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", tls: tls)
         guard case .refused(let answer) = outcome else { throw WaitTimeout(what: "an HTTP answer") }
         return Response(status: answer.status, headers: answer.headers, body: answer.body)
     }

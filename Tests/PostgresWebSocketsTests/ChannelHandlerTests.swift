@@ -35,7 +35,7 @@ private struct Harness {
             conninfo: "unused", settings: configuration.notifier, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(
             configuration: configuration, verifier: JWTVerifier(secret: secret), hub: hub, registry: registry,
-            notifier: notifier, staticFiles: nil,
+            notifier: notifier, staticFiles: nil, tls: nil,
             logger: logger)
     }
 

@@ -164,6 +164,7 @@ struct ConfigurationLoadTests {
         #expect(config.limits.pingInterval == .fromSeconds(30))
         #expect(config.limits.pongTimeout == .fromSeconds(10))
         #expect(config.server.allowedOrigins == nil)
+        #expect(config.tls == nil)
         #expect(config.logLevel == .info)
     }
 
@@ -178,6 +179,8 @@ struct ConfigurationLoadTests {
         #expect(ConfigurationKey.auditChannel.environmentVariable == "PGWS_AUDIT_CHANNEL")
         #expect(ConfigurationKey.metaChannel.environmentVariable == "PGWS_META_CHANNEL")
         #expect(ConfigurationKey.poolSize.environmentVariable == "PGWS_POOL_SIZE")
+        #expect(ConfigurationKey.certificateFile.environmentVariable == "PGWS_CERTIFICATE_FILE")
+        #expect(ConfigurationKey.keyFile.environmentVariable == "PGWS_KEY_FILE")
         let variables = ConfigurationKey.allCases.map(\.environmentVariable)
         #expect(Set(variables).count == variables.count)
         #expect(variables.allSatisfy { $0.hasPrefix("PGWS_") })
@@ -206,6 +209,8 @@ struct ConfigurationLoadTests {
             ping-interval = 86400
             pong-timeout = 0.25
             allowed-origins = " http://a.example , https://b.example,, "
+            certificate-file = "/etc/pgws/fullchain.pem"
+            key-file = "/etc/pgws/key.pem"
             log-level = "DEBUG"
             """)
         #expect(config.databaseURI == "postgres://file/db")
@@ -227,6 +232,7 @@ struct ConfigurationLoadTests {
         #expect(config.limits.pingInterval == .fromSeconds(86400))
         #expect(config.limits.pongTimeout == .fromSeconds(0.25))
         #expect(config.server.allowedOrigins == ["http://a.example", "https://b.example"])
+        #expect(config.tls == TLSSettings(certificateFile: "/etc/pgws/fullchain.pem", keyFile: "/etc/pgws/key.pem"))
         #expect(config.logLevel == .debug)
     }
 
@@ -462,6 +468,52 @@ struct ConfigurationLoadTests {
                 == [
                     "http://x"
                 ])
+    }
+
+    @Test("certificate-file and key-file turn TLS on together; the environment overrides the file")
+    func tlsPair() throws {
+        let config = try load(
+            environment: required.merging([
+                "PGWS_CERTIFICATE_FILE": "/certs/chain.pem", "PGWS_KEY_FILE": "/certs/key.pem",
+            ]) { $1 })
+        #expect(config.tls == TLSSettings(certificateFile: "/certs/chain.pem", keyFile: "/certs/key.pem"))
+        let mixed = try load(
+            "db-uri = \"x\"\njwt-secret = \"y\"\ncertificate-file = \"file.pem\"\nkey-file = \"file.key\"",
+            environment: ["PGWS_KEY_FILE": "env.key", "PGWS_CERTIFICATE_FILE": ""])
+        #expect(mixed.tls == TLSSettings(certificateFile: "file.pem", keyFile: "env.key"))
+        // Paths are taken as given: the files are read when the server starts, not here.
+        let spaced = try load(
+            environment: required.merging(["PGWS_CERTIFICATE_FILE": "a b.pem", "PGWS_KEY_FILE": "k"]) { $1 })
+        #expect(spaced.tls?.certificateFile == "a b.pem")
+    }
+
+    @Test("one of certificate-file and key-file without the other is an error naming both")
+    func tlsHalfPair() throws {
+        let both =
+            "certificate-file (PGWS_CERTIFICATE_FILE) and key-file (PGWS_KEY_FILE) go together: set both for TLS or neither"
+        #expect(
+            loadError(environment: required.merging(["PGWS_CERTIFICATE_FILE": "/c.pem"]) { $1 })
+                == "\(both); only PGWS_CERTIFICATE_FILE is set")
+        #expect(
+            loadError(environment: required.merging(["PGWS_KEY_FILE": "/k.pem"]) { $1 })
+                == "\(both); only PGWS_KEY_FILE is set")
+        #expect(
+            loadError("db-uri = \"x\"\njwt-secret = \"y\"\n\nkey-file = \"/k.pem\"")
+                == "\(both); only test.conf:4: key-file is set")
+        // An empty variable does not count as set, so it cannot complete a pair.
+        #expect(
+            loadError(environment: required.merging(["PGWS_CERTIFICATE_FILE": "/c.pem", "PGWS_KEY_FILE": ""]) { $1 })
+                == "\(both); only PGWS_CERTIFICATE_FILE is set")
+    }
+
+    @Test("an empty certificate-file or key-file in the file is refused naming where it came from")
+    func tlsEmptyPath() {
+        #expect(
+            loadError("db-uri = \"x\"\njwt-secret = \"y\"\ncertificate-file = \" \"\nkey-file = \"k\"")
+                == "test.conf:3: certificate-file is empty")
+        #expect(
+            loadError("db-uri = \"x\"\njwt-secret = \"y\"\ncertificate-file = \"c\"\nkey-file = \"\"")
+                == "test.conf:4: key-file is empty")
     }
 }
 

@@ -101,15 +101,17 @@ public final class TestServer: Sendable {
         }
     }
 
-    public func connect(_ path: String, headers: [(String, String)] = [], answerPings: Bool = true) async throws
-        -> WebSocketClient
-    {
-        try await WebSocketClient.connect(port: port, path: path, headers: headers, answerPings: answerPings)
+    public func connect(
+        _ path: String, headers: [(String, String)] = [], answerPings: Bool = true, tls: WebSocketClient.TLS? = nil
+    ) async throws -> WebSocketClient {
+        try await WebSocketClient.connect(port: port, path: path, headers: headers, answerPings: answerPings, tls: tls)
     }
 
     /// A socket reading and writing `channel`, with a fresh token.
-    public func connect(channel: String, mode: String = "rw") async throws -> WebSocketClient {
-        try await connect("/\(Self.pathSegment(channel))/\(TestTokens.mint(mode: mode))")
+    public func connect(channel: String, mode: String = "rw", tls: WebSocketClient.TLS? = nil) async throws
+        -> WebSocketClient
+    {
+        try await connect("/\(Self.pathSegment(channel))/\(TestTokens.mint(mode: mode))", tls: tls)
     }
 
     /// Percent-encodes everything but unreserved characters, as a browser's

@@ -2,6 +2,7 @@ import COpenSSL
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import PostgresWebSockets
 
@@ -46,11 +47,27 @@ public final class WebSocketClient: Sendable {
         case refused(HTTPRefusal)
     }
 
+    /// `wss://`: the connection speaks TLS, verifying the server's certificate against the
+    /// given roots and its name against `serverHostname` (sent as SNI too), as a browser does.
+    public struct TLS: Sendable {
+        public let context: NIOSSLContext
+        public let serverHostname: String
+
+        public init(trusting rootPEM: [UInt8], serverHostname: String = "localhost") throws {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.certificateVerification = .fullVerification
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(rootPEM))
+            context = try NIOSSLContext(configuration: configuration)
+            self.serverHostname = serverHostname
+        }
+    }
+
     /// Opens a socket; returns the refusal when the server answers with anything but 101.
+    /// With `tls`, over TLS (a failed TLS handshake is a refusal with status 0 that names it).
     public static func open(
         host: String = "127.0.0.1", port: Int, path: String,
         headers: [(String, String)] = [], rawRequest: String? = nil, answerPings: Bool = true,
-        group: any EventLoopGroup = defaultGroup
+        tls: TLS? = nil, group: any EventLoopGroup = defaultGroup
     ) async throws -> Outcome {
         let events = EventQueue<WebSocketEvent>()
         let key = Base64.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
@@ -59,6 +76,10 @@ public final class WebSocketClient: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ClientHandler(
                             expectedAccept: Self.accept(for: key), events: events, handshake: handshake,
@@ -73,7 +94,12 @@ public final class WebSocketClient: Sendable {
             for (name, value) in headers { request += "\(name): \(value)\r\n" }
             request += "\r\n"
         }
-        try await channel.writeAndFlush(ByteBuffer(string: request))
+        do {
+            try await channel.writeAndFlush(ByteBuffer(string: request))
+        } catch {
+            // The connection closed first (a TLS handshake that failed, say): the handshake
+            // result says how, once the channel is inactive.
+        }
         switch try await handshake.result.next(timeout: 15) {
         case .success(let headers):
             return .upgraded(WebSocketClient(channel: channel, events: events, responseHeaders: headers))
@@ -85,9 +111,12 @@ public final class WebSocketClient: Sendable {
 
     /// Opens a socket that the test expects to be accepted.
     public static func connect(
-        host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = [], answerPings: Bool = true
+        host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = [], answerPings: Bool = true,
+        tls: TLS? = nil
     ) async throws -> WebSocketClient {
-        switch try await open(host: host, port: port, path: path, headers: headers, answerPings: answerPings) {
+        switch try await open(
+            host: host, port: port, path: path, headers: headers, answerPings: answerPings, tls: tls)
+        {
         case .upgraded(let client): return client
         case .refused(let refusal): throw refusal
         }
@@ -209,6 +238,14 @@ public final class WebSocketClient: Sendable {
         try? await channel.close()
     }
 
+    /// The certificate the server presented, for a socket opened with `tls` (verified by then).
+    public func peerCertificate() async throws -> NIOSSLCertificate? {
+        let channel = self.channel
+        return try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
+        }.get()
+    }
+
     static func encodeFrame(opcode: WebSocketOpcode, payload: [UInt8], fin: Bool, masked: Bool) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.writeInteger((fin ? 0x80 : 0) | UInt8(webSocketOpcode: opcode))
@@ -297,6 +334,8 @@ private final class ClientHandler: ChannelInboundHandler {
     private var phase = Phase.response
     private var buffer = ByteBuffer()
     private var fragments: (opcode: WebSocketOpcode, data: [UInt8])? = nil
+    /// Why the connection failed, when it did (a TLS handshake that failed, say).
+    private var failure: (any Error)? = nil
     /// Set once a close frame went out, by `close(code:)` or in answer to the server's.
     var sentClose = false
 
@@ -316,8 +355,9 @@ private final class ClientHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         switch phase {
         case .response:
+            let why = failure.map { ": \($0)" } ?? ""
             handshake.result.push(
-                .failure(HTTPRefusal(status: 0, headers: [:], body: "connection closed before a response")))
+                .failure(HTTPRefusal(status: 0, headers: [:], body: "connection closed before a response\(why)")))
         case .refused(let status, let headers):
             handshake.result.push(
                 .failure(
@@ -330,6 +370,7 @@ private final class ClientHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if failure == nil { failure = error }
         context.close(promise: nil)
     }
 

@@ -73,6 +73,7 @@ private struct Settings {
             }
             config.channels.publishTo = parsed
         }
+        config.tls = try tls()
         config.channels.auditChannel = try channel(.auditChannel)
         config.channels.metaChannel = try channel(.metaChannel)
         if let n = try int(.poolSize, in: 1...64) { config.notifier.poolSize = n }
@@ -153,6 +154,28 @@ private struct Settings {
             throw invalid(key, "must be a number of seconds above 0 and at most 86400")
         }
         return .fromSeconds(number)
+    }
+
+    /// Both files or neither: a certificate without its key (or the reverse) is a mistake,
+    /// not a request for plain HTTP. The files themselves are read when the server starts.
+    private func tls() throws(ConfigurationError) -> TLSSettings? {
+        let certificate = try path(.certificateFile)
+        let key = try path(.keyFile)
+        if let certificate, let key { return TLSSettings(certificateFile: certificate, keyFile: key) }
+        if certificate == nil, key == nil { return nil }
+        let given = certificate == nil ? ConfigurationKey.keyFile : .certificateFile
+        let names =
+            "\(ConfigurationKey.certificateFile.rawValue) (\(ConfigurationKey.certificateFile.environmentVariable))"
+            + " and \(ConfigurationKey.keyFile.rawValue) (\(ConfigurationKey.keyFile.environmentVariable))"
+        throw ConfigurationError("\(names) go together: set both for TLS or neither; only \(origin(given)) is set")
+    }
+
+    private func path(_ key: ConfigurationKey) throws(ConfigurationError) -> String? {
+        guard let value = values[key]?.value else { return nil }
+        guard !value.trimming(where: isASCIIWhitespace).isEmpty else {
+            throw ConfigurationError("\(origin(key)) is empty")
+        }
+        return value
     }
 
     private func channel(_ key: ConfigurationKey) throws(ConfigurationError) -> String? {

@@ -10,6 +10,8 @@ public struct Configuration: Sendable {
     /// The HMAC key, already base64-decoded when `secret-is-base64` is set.
     public var jwtSecret: [UInt8]
     public var server = ServerSettings()
+    /// Set when the server speaks TLS (`wss://`, `https://`) instead of plain HTTP.
+    public var tls: TLSSettings? = nil
     public var channels = ChannelSettings()
     public var listener = ListenerSettings()
     public var notifier = NotifierSettings()
@@ -35,6 +37,19 @@ public struct ServerSettings: Sendable {
     public var rootPath: String? = nil
     /// Origins allowed to open sockets; nil allows every origin.
     public var allowedOrigins: [String]? = nil
+}
+
+/// The certificate and key the server speaks TLS with, on its one port. Both files are PEM;
+/// the certificate file holds the server's certificate first, then any intermediates. They are
+/// read at start and again on SIGHUP (for new connections; open ones keep theirs).
+public struct TLSSettings: Sendable, Equatable {
+    public var certificateFile: String
+    public var keyFile: String
+
+    public init(certificateFile: String, keyFile: String) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+    }
 }
 
 /// The channels the server itself listens and publishes on.

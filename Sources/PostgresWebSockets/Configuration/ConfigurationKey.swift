@@ -25,6 +25,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case pingInterval = "ping-interval"
     case pongTimeout = "pong-timeout"
     case allowedOrigins = "allowed-origins"
+    case certificateFile = "certificate-file"
+    case keyFile = "key-file"
     case logLevel = "log-level"
 
     public var environmentVariable: String {
@@ -53,6 +55,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .pingInterval: "PGWS_PING_INTERVAL"
         case .pongTimeout: "PGWS_PONG_TIMEOUT"
         case .allowedOrigins: "PGWS_ALLOWED_ORIGINS"
+        case .certificateFile: "PGWS_CERTIFICATE_FILE"
+        case .keyFile: "PGWS_KEY_FILE"
         case .logLevel: "PGWS_LOG_LEVEL"
         }
     }

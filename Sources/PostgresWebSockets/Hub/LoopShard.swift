@@ -82,9 +82,10 @@ final class LoopShard {
             guard let list = channels[key] else { continue }
             list.holders -= 1
             guard list.holders == 0 else { continue }
-            let shard = NIOLoopBound(self, eventLoop: eventLoop)
+            let bound = NIOLoopBound((self, list), eventLoop: eventLoop)
             list.lingering = eventLoop.scheduleTask(in: log.maxAge) {
-                shard.value.lingered(list)
+                let (shard, list) = bound.value
+                shard.lingered(list)
             }
         }
     }

@@ -3,10 +3,12 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import UnixSignals
 
 /// The whole server, as a `Service`: the listener, the notifier and the front end, run by a
 /// `ServiceGroup` in that order, so that shutdown goes the other way: sockets are closed
-/// first, then what they sent is delivered to PostgreSQL, then the listener stops.
+/// first, then what they sent is delivered to PostgreSQL, then the listener stops. With TLS,
+/// a `TLSReloader` comes last (stopped first): SIGHUP reloads the certificate and key.
 /// The tests `start()` and `shutdown()` it directly.
 ///
 /// Data flows one way each: PostgreSQL → `Listener` → `ChannelHub` → event loops → sockets,
@@ -18,6 +20,7 @@ public final class Bridge: Service, Sendable {
     private let server: ServerContext
     private let services: [any Service]
     private let frontEnd: FrontEnd
+    private let tls: TLSContextStore?
     private let running = NIOLockedValueBox<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
     public init(configuration: Configuration, logger: Logger, eventLoopThreads: Int = System.coreCount)
@@ -34,6 +37,10 @@ public final class Bridge: Service, Sendable {
             verifier = JWTVerifier(keys: try JWTKeySet(secret: configuration.jwtSecret))
         } catch {
             throw ConfigurationError("\(ConfigurationKey.jwtSecret.rawValue): \(error.reason)")
+        }
+        // Likewise a certificate and key that do not load or do not match.
+        tls = try configuration.tls.map { settings throws(ConfigurationError) in
+            try TLSContextStore(settings: settings)
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let status = DatabaseStatus()
@@ -52,14 +59,21 @@ public final class Bridge: Service, Sendable {
             pausedWriters: hub, logger: logger)
         server = ServerContext(
             configuration: configuration, verifier: verifier, hub: hub, registry: registry, notifier: notifier,
-            staticFiles: staticFiles, logger: logger)
+            staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         for notice in configuration.notices { logger.notice("\(notice)") }
         services = [listener, notifier, frontEnd]
     }
 
-    private func makeGroup() -> ServiceGroup {
-        ServiceGroup(
+    private func makeGroup() async -> ServiceGroup {
+        var services = services
+        if let tls {
+            // SIGHUP is trapped here, before the front end listens: from the "listening" line
+            // on, a SIGHUP reloads the certificate and never terminates the process.
+            let signals = await UnixSignalsSequence(trapping: .sighup)
+            services.append(TLSReloader(store: tls, signals: signals, logger: logger))
+        }
+        return ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
     }
@@ -73,7 +87,7 @@ public final class Bridge: Service, Sendable {
     /// Starts every part in the background; returns the bound port once listening.
     @discardableResult
     public func start() async throws -> Int {
-        let serviceGroup = makeGroup()
+        let serviceGroup = await makeGroup()
         let task = Task { try await serviceGroup.run() }
         running.withLockedValue { $0 = (serviceGroup, task) }
         do {

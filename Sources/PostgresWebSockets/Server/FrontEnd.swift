@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// The listening socket, the pipeline every accepted connection starts with, and the socket
@@ -39,14 +40,14 @@ final class FrontEnd: Service, Sendable {
         let settings = server.configuration.server
         let port = channel.localAddress?.port ?? settings.port
         bound.succeed(port)
-        server.logger.log(
-            .notice, "postgres-websockets listening",
-            [
-                .host: "\(settings.host)", .port: "\(port)",
-                .auditChannel: "\(server.configuration.channels.auditChannel ?? "-")",
-                .metaChannel: "\(server.configuration.channels.metaChannel ?? "-")",
-                .poolSize: "\(server.configuration.notifier.poolSize)",
-            ])
+        var metadata: LogMetadata = [
+            .host: "\(settings.host)", .port: "\(port)", .tls: server.tls == nil ? "off" : "on",
+            .auditChannel: "\(server.configuration.channels.auditChannel ?? "-")",
+            .metaChannel: "\(server.configuration.channels.metaChannel ?? "-")",
+            .poolSize: "\(server.configuration.notifier.poolSize)",
+        ]
+        if let tls = server.tls { metadata[.certificateSerial] = "\(tls.serial)" }
+        server.logger.log(.notice, "postgres-websockets listening", metadata)
         try? await gracefulShutdown()
         server.logger.notice("shutting down")
         try? await channel.close()
@@ -67,6 +68,7 @@ final class FrontEnd: Service, Sendable {
         let settings = server.configuration.server
         let server = self.server
         let highWater = server.configuration.limits.maxSocketBuffer
+        let tls = server.tls
         do {
             return try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 4096)
@@ -77,7 +79,13 @@ final class FrontEnd: Service, Sendable {
                         // connection. TCP_NODELAY is inherited from the listening socket.
                         try channel.syncOptions?.setOption(
                             .writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
-                        try channel.pipeline.syncOperations.addHandler(HTTPHandler(server: server))
+                        let pipeline = channel.pipeline.syncOperations
+                        // With TLS there is no plain HTTP: the TLS handler comes first and stays
+                        // (the HTTP handler after it leaves on upgrade); everything behind it
+                        // reads and writes plaintext ByteBuffers as before. The context is read
+                        // per connection, so a reload serves the next connection.
+                        if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls.current)) }
+                        try pipeline.addHandler(HTTPHandler(server: server))
                     }
                 }
                 .bind(host: Self.bindAddress(settings.host), port: settings.port)

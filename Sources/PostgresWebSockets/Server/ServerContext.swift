@@ -12,13 +12,15 @@ final class ServerContext: Sendable {
     let notifier: Notifier
     let slots: ConnectionSlots
     let staticFiles: StaticFiles?
+    /// Set when the port speaks TLS: the context each new connection is served with.
+    let tls: TLSContextStore?
     let logger: Logger
     let sessionEnvironment: SessionEnvironment
     private let nextSessionID = Atomic<Int>(0)
 
     init(
         configuration: Configuration, verifier: JWTVerifier, hub: ChannelHub, registry: ListenRegistry,
-        notifier: Notifier, staticFiles: StaticFiles?, logger: Logger
+        notifier: Notifier, staticFiles: StaticFiles?, tls: TLSContextStore?, logger: Logger
     ) {
         self.configuration = configuration
         self.handshake = Handshake(
@@ -30,6 +32,7 @@ final class ServerContext: Sendable {
         self.notifier = notifier
         self.slots = ConnectionSlots(limit: configuration.limits.maxConnections)
         self.staticFiles = staticFiles
+        self.tls = tls
         self.logger = logger
         self.sessionEnvironment = SessionEnvironment(
             publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger,

@@ -33,6 +33,12 @@ public enum LogKey: String, Sendable, CaseIterable {
     case auditChannel = "audit_channel"
     case metaChannel = "meta_channel"
     case poolSize = "pool_size"
+    /// `on` when the server speaks TLS on its port, `off` for plain HTTP.
+    case tls
+    case certificateFile = "certificate_file"
+    case keyFile = "key_file"
+    /// The serial number (hex) of the certificate served to new connections.
+    case certificateSerial = "certificate_serial"
 }
 
 /// Metadata written with `LogKey`s: `[.closeCode: "1008", .closeReason: "client too slow"]`.
@@ -41,6 +47,11 @@ struct LogMetadata: ExpressibleByDictionaryLiteral {
 
     init(dictionaryLiteral elements: (LogKey, Logger.MetadataValue)...) {
         representation = Logger.Metadata(uniqueKeysWithValues: elements.map { ($0.rawValue, $1) })
+    }
+
+    subscript(key: LogKey) -> Logger.MetadataValue? {
+        get { representation[key.rawValue] }
+        set { representation[key.rawValue] = newValue }
     }
 }
 
