@@ -48,7 +48,8 @@ public final class Bridge: Service, Sendable {
             conninfo: configuration.databaseURI, settings: configuration.notifier, status: status,
             pausedWriters: hub, logger: logger)
         server = ServerContext(
-            configuration: configuration, verifier: verifier, hub: hub, registry: registry, notifier: notifier,
+            configuration: configuration, keys: JWTKeyStore(fixed: verifier), hub: hub, registry: registry,
+            notifier: notifier,
             staticFiles: staticFiles, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         services = [listener, notifier, frontEnd]

@@ -17,12 +17,12 @@ final class ServerContext: Sendable {
     private let nextSessionID = Atomic<Int>(0)
 
     init(
-        configuration: Configuration, verifier: JWTVerifier, hub: ChannelHub, registry: ListenRegistry,
+        configuration: Configuration, keys: JWTKeyStore, hub: ChannelHub, registry: ListenRegistry,
         notifier: Notifier, staticFiles: StaticFiles?, logger: Logger
     ) {
         self.configuration = configuration
         self.handshake = Handshake(
-            verifier: verifier,
+            keys: keys,
             allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) })
         self.hub = hub
         self.registry = registry
