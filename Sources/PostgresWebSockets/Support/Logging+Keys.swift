@@ -33,6 +33,14 @@ public enum LogKey: String, Sendable, CaseIterable {
     case auditChannel = "audit_channel"
     case metaChannel = "meta_channel"
     case poolSize = "pool_size"
+    /// The JWKS URL without user information or query (`JWKSURL.redacted`).
+    case jwksURL = "jwks_url"
+    /// How many signing keys a fetched JWK Set gave.
+    case keys
+    /// Failed fetches in a row.
+    case failures
+    /// Seconds until the next fetch.
+    case nextFetchSeconds = "next_fetch_seconds"
 }
 
 /// Metadata written with `LogKey`s: `[.closeCode: "1008", .closeReason: "client too slow"]`.
