@@ -80,6 +80,22 @@ import Testing
         }
     }
 
+    @Test func userInformationIsSentAsBasicCredentialsAndNeverLogged() async throws {
+        try await withJWKS(Self.response(Keys.jwks(Keys.rsa1))) { jwks in
+            let url = jwks.url.replacingOccurrences(of: "://", with: "://reader:s3cr%40t@")
+            try await TestServer.with({
+                $0.jwtSecret = nil
+                $0.jwks = JWKSSettings(url: url)
+            }) { server in
+                try await waitForLoad(server, jwks, keys: 1)
+                #expect(jwks.authorizations == ["Basic " + Data("reader:s3cr@t".utf8).base64EncodedString()])
+                let printed = server.log.records.map(\.description).joined(separator: "\n")
+                #expect(!printed.contains("reader"))
+                #expect(!printed.contains("s3cr"))
+            }
+        }
+    }
+
     @Test func unknownKidsCannotMakeTheServerHammerTheURL() async throws {
         try await withJWKS(Self.response(Keys.jwks(Keys.rsa1))) { jwks in
             try await TestServer.with({

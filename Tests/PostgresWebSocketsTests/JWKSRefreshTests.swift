@@ -166,4 +166,18 @@ struct JWKSURLTests {
         #expect(!JWKSURL.redacted("https://a:b@c@idp.example/x").contains("b@c"))
         #expect(JWKSURL.redacted("not a url") == "(unparsable URL)")
     }
+
+    @Test("user information becomes Basic credentials and leaves the URL the client gets")
+    func userInfo() {
+        #expect(JWKSURL.withoutUserInfo("https://idp.example/keys") == "https://idp.example/keys")
+        #expect(JWKSURL.basicAuthorization("https://idp.example/keys") == nil)
+        #expect(
+            JWKSURL.withoutUserInfo("https://alice:pw@idp.example:8443/keys?x=1") == "https://idp.example:8443/keys?x=1"
+        )
+        // RFC 7617's example: Aladdin / open sesame.
+        #expect(
+            JWKSURL.basicAuthorization("https://Aladdin:open%20sesame@idp.example/")
+                == "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        #expect(JWKSURL.basicAuthorization("https://token@idp.example/") == "Basic dG9rZW46", "a user without password")
+    }
 }

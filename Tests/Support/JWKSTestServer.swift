@@ -26,6 +26,7 @@ public final class JWKSTestServer: Sendable {
     private struct State {
         var response: Response
         var requests = 0
+        var authorizations: [String?] = []
         var port = 0
         var listening: (any Channel)? = nil
         var connections: [ObjectIdentifier: any Channel] = [:]
@@ -59,6 +60,8 @@ public final class JWKSTestServer: Sendable {
     public var url: String { "\(scheme)://127.0.0.1:\(port)\(path)" }
     /// Requests answered so far.
     public var requests: Int { state.withLockedValue { $0.requests } }
+    /// The `Authorization` header of every request so far, in order.
+    public var authorizations: [String?] { state.withLockedValue { $0.authorizations } }
 
     /// Serves `response` from the next request on.
     public func serve(_ response: Response) {
@@ -108,23 +111,34 @@ public final class JWKSTestServer: Sendable {
         }
     }
 
-    fileprivate func answer() -> Response {
+    fileprivate func answer(_ request: HTTPRequestHead) -> Response {
         state.withLockedValue {
             $0.requests += 1
+            $0.authorizations.append(request.headers.first(name: "authorization"))
             return $0.response
         }
     }
 
-    private final class Handler: ChannelInboundHandler, Sendable {
+    private final class Handler: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let server: JWKSTestServer
+        var request: HTTPRequestHead?
 
         init(server: JWKSTestServer) { self.server = server }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard case .end = unwrapInboundIn(data) else { return }
-            let response = server.answer()
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                request = head
+                return
+            case .body:
+                return
+            case .end:
+                break
+            }
+            guard let request else { return }
+            let response = server.answer(request)
             var headers = HTTPHeaders(response.headers)
             headers.replaceOrAdd(name: "content-type", value: "application/json")
             headers.replaceOrAdd(name: "content-length", value: "\(response.body.utf8.count)")

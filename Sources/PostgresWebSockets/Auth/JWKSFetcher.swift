@@ -151,8 +151,11 @@ final class JWKSFetcher: Service, Sendable {
     }
 
     private func fetchOnce(_ client: HTTPClient) async -> Result<Fetched, FetchFailure> {
-        var request = HTTPClientRequest(url: settings.url)
+        var request = HTTPClientRequest(url: JWKSURL.withoutUserInfo(settings.url))
         request.headers.add(name: "accept", value: "application/jwk-set+json, application/json")
+        if let credentials = JWKSURL.basicAuthorization(settings.url) {
+            request.headers.add(name: "authorization", value: credentials)
+        }
         let response: HTTPClientResponse
         do {
             response = try await client.execute(request, timeout: .init(settings.fetchTimeout))

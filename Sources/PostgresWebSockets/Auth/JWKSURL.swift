@@ -30,6 +30,22 @@ enum JWKSURL {
         return "\(parts.scheme)://\(host(of: parts.authority))\(path)\(query)"
     }
 
+    /// The URL as the HTTP client gets it: without user information, which goes in an
+    /// `Authorization` header instead (`basicAuthorization`).
+    static func withoutUserInfo(_ text: String) -> String {
+        guard let parts = split(text), parts.authority.contains("@") else { return text }
+        return "\(parts.scheme)://\(host(of: parts.authority))\(parts.rest)"
+    }
+
+    /// `Basic` credentials (RFC 7617) from the URL's `user:password@`, percent-decoded; nil
+    /// without user information.
+    static func basicAuthorization(_ text: String) -> String? {
+        guard let parts = split(text), let at = parts.authority.lastIndex(of: "@") else { return nil }
+        guard let userInfo = percentDecode(parts.authority[..<at]) else { return nil }
+        return "Basic "
+            + Base64.encode(userInfo.contains(UInt8(ascii: ":")) ? userInfo : userInfo + [UInt8(ascii: ":")])
+    }
+
     /// `scheme://authority rest`, the scheme lowercased; nil without `://`.
     private static func split(_ text: String) -> (scheme: String, authority: Substring, rest: Substring)? {
         guard let separator = text.firstRange(of: "://") else { return nil }
