@@ -34,9 +34,8 @@ private struct Harness {
         let notifier = Notifier(
             conninfo: "unused", settings: configuration.notifier, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(
-            configuration: configuration, verifier: JWTVerifier(secret: secret), hub: hub, registry: registry,
-            notifier: notifier, staticFiles: nil, tls: nil,
-            logger: logger)
+            configuration: configuration, keys: JWTKeyStore(fixed: JWTVerifier(secret: secret)), hub: hub,
+            registry: registry, notifier: notifier, staticFiles: nil, tls: nil, logger: logger)
     }
 
     func connection() throws -> EmbeddedChannel {

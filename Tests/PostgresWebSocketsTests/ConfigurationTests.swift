@@ -166,6 +166,8 @@ struct ConfigurationLoadTests {
         #expect(config.server.allowedOrigins == nil)
         #expect(config.tls == nil)
         #expect(config.logLevel == .info)
+        #expect(config.jwtAudience == nil)
+        #expect(config.jwks == nil)
     }
 
     @Test("every key has its environment variable")
@@ -256,14 +258,15 @@ struct ConfigurationLoadTests {
         #expect(config.channels.auditChannel == "a")
     }
 
-    @Test("a missing db-uri or jwt-secret names the key and its environment variable")
+    @Test("a missing db-uri, or neither jwt-secret nor jwks-url, names the keys and their environment variables")
     func missingRequired() {
         #expect(
             loadError(environment: ["PGWS_JWT_SECRET": "x"])
                 == "db-uri is required: set it in the config file or in PGWS_DB_URI")
         #expect(
             loadError(environment: ["PGWS_DB_URI": "postgres://x"])
-                == "jwt-secret is required: set it in the config file or in PGWS_JWT_SECRET")
+                == "jwt-secret or jwks-url is required: set one or both in the config file or in PGWS_JWT_SECRET / "
+                + "PGWS_JWKS_URL")
         #expect(loadError("server-port = 1\n")?.contains("db-uri") == true)
         #expect(
             loadError(environment: ["PGWS_DB_URI": "postgres://x", "PGWS_JWT_SECRET": ""])?.contains("PGWS_JWT_SECRET")
@@ -362,7 +365,8 @@ struct ConfigurationLoadTests {
         }
         #expect(
             loadError(environment: ["PGWS_DB_URI": "x", "PGWS_JWT_SECRET": "", "PGWS_JWT_SECRET_BASE64": "true"])
-                == "jwt-secret is required: set it in the config file or in PGWS_JWT_SECRET")
+                == "jwt-secret or jwks-url is required: set one or both in the config file or in PGWS_JWT_SECRET / "
+                + "PGWS_JWKS_URL")
         #expect(
             loadError("db-uri = \"x\"\njwt-secret = \"\"\nsecret-is-base64 = true")
                 == "test.conf:2: jwt-secret is empty")
@@ -468,6 +472,88 @@ struct ConfigurationLoadTests {
                 == [
                     "http://x"
                 ])
+    }
+
+    // MARK: signing keys from a URL, audience
+
+    @Test("jwt-audience is read from the file and the environment; an empty one in the file is refused")
+    func audience() throws {
+        #expect(try load(environment: required.merging(["PGWS_JWT_AUDIENCE": "pgws"]) { $1 }).jwtAudience == "pgws")
+        let fromFile = try load("db-uri = \"x\"\njwt-secret = \"y\"\njwt-audience = \"https://api.example\"\n")
+        #expect(fromFile.jwtAudience == "https://api.example")
+        #expect(
+            try load(
+                "db-uri = \"x\"\njwt-secret = \"y\"\njwt-audience = \"file\"\n",
+                environment: ["PGWS_JWT_AUDIENCE": "env"]
+            ).jwtAudience == "env")
+        #expect(
+            loadError("db-uri = \"x\"\njwt-secret = \"y\"\njwt-audience = \"\"\n")
+                == "test.conf:3: jwt-audience is empty")
+        #expect(ConfigurationKey.jwtAudience.environmentVariable == "PGWS_JWT_AUDIENCE")
+    }
+
+    @Test("jwks-url alone is enough; with jwt-secret both are kept; the secret is then optional")
+    func jwksURL() throws {
+        let only = try load(environment: ["PGWS_DB_URI": "x", "PGWS_JWKS_URL": "https://idp.example/jwks.json"])
+        #expect(only.jwtSecret == nil)
+        #expect(only.jwks?.url == "https://idp.example/jwks.json")
+        #expect(only.jwks?.caFile == nil)
+        #expect(only.jwks?.defaultRefresh == .seconds(600))
+        #expect(only.jwks?.minimumRefresh == .seconds(30))
+        #expect(only.jwks?.unknownKeyInterval == .seconds(30))
+        #expect(only.jwks?.retryInitial == .seconds(1))
+        #expect(only.jwks?.retryMaximum == .seconds(60))
+        #expect(only.jwks?.fetchTimeout == .seconds(10))
+        #expect(only.jwks?.maxResponseBytes == 1 << 20)
+        let both = try load(
+            "db-uri = \"x\"\njwt-secret = \"y\"\njwks-url = \" http://127.0.0.1:8080/keys \"\njwks-ca-file = \"ca.pem\"\n"
+        )
+        #expect(both.jwtSecret == Array("y".utf8))
+        #expect(both.jwks?.url == "http://127.0.0.1:8080/keys", "surrounding blanks are dropped")
+        #expect(both.jwks?.caFile == "ca.pem")
+        #expect(ConfigurationKey.jwksURL.environmentVariable == "PGWS_JWKS_URL")
+        #expect(ConfigurationKey.jwksCAFile.environmentVariable == "PGWS_JWKS_CA_FILE")
+    }
+
+    @Test("a jwks-url that is not http or https stops start-up without echoing the URL")
+    func badJWKSURL() {
+        let base = ["PGWS_DB_URI": "x"]
+        for url in ["ftp://idp.example/keys", "file:///etc/keys.json", "idp.example/keys", "https:///keys"] {
+            let message = loadError(environment: base.merging(["PGWS_JWKS_URL": url]) { $1 })
+            #expect(message?.hasPrefix("PGWS_JWKS_URL ") == true, "\(url): \(message ?? "loaded")")
+            #expect(message?.contains(url) == false, "a URL may hold a password: never echoed")
+        }
+        #expect(
+            loadError(environment: base.merging(["PGWS_JWKS_URL": "ftp://u:pw@x/k"]) { $1 })
+                == "PGWS_JWKS_URL must be an http:// or https:// URL (the scheme is not http or https)")
+    }
+
+    @Test("jwks-ca-file without jwks-url is an error")
+    func caFileAlone() {
+        #expect(
+            loadError(environment: required.merging(["PGWS_JWKS_CA_FILE": "/etc/ca.pem"]) { $1 })
+                == "PGWS_JWKS_CA_FILE is set but jwks-url is not")
+    }
+
+    @Test("the bridge refuses a jwks-ca-file it cannot read or that holds no certificate, before it starts")
+    func bridgeRefusesBadCAFile() throws {
+        var configuration = Configuration(databaseURI: "postgres://unused", jwtSecret: nil)
+        configuration.jwks = JWKSSettings(url: "https://idp.example/keys", caFile: "/nonexistent/ca.pem")
+        #expect(throws: ConfigurationError.self) {
+            _ = try Bridge(configuration: configuration, logger: Logger(label: "test"), eventLoopThreads: 1)
+        }
+        let notPEM = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "pgws-not-a-ca-\(UUID().uuidString).pem")
+        try Data("not a certificate\n".utf8).write(to: notPEM)
+        defer { try? FileManager.default.removeItem(at: notPEM) }
+        configuration.jwks?.caFile = notPEM.path
+        #expect(throws: ConfigurationError("jwks-ca-file: \(notPEM.path) holds no PEM certificate")) {
+            _ = try Bridge(configuration: configuration, logger: Logger(label: "test"), eventLoopThreads: 1)
+        }
+        configuration.jwks = nil
+        #expect(throws: ConfigurationError("jwt-secret or jwks-url is required")) {
+            _ = try Bridge(configuration: configuration, logger: Logger(label: "test"), eventLoopThreads: 1)
+        }
     }
 
     @Test("certificate-file and key-file turn TLS on together; the environment overrides the file")

@@ -71,7 +71,8 @@ private struct SessionHarness {
         let environment = SessionEnvironment(
             publisher: publisher, channels: channels, limits: Limits(),
             logger: Logger(label: "session") { _ in SwiftLogNoOpLogHandler() },
-            verifier: JWTVerifier(secret: Array("unused-secret-of-a-usable-length-32b".utf8)), offsets: OffsetSpace())
+            keys: JWTKeyStore(fixed: JWTVerifier(secret: Array("unused-secret-of-a-usable-length-32b".utf8))),
+            offsets: OffsetSpace())
         let session = WebSocketSession(
             id: 1, grant: grant, token: VerifiedToken(claims: claims, expiresAt: nil), encoding: .raw,
             admission: admission, shard: shard, environment: environment)

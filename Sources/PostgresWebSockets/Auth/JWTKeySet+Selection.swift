@@ -11,12 +11,20 @@ extension JWTKeySet {
     ///
     /// `kid` is the header member as found; one that is not a string names no key. `signature`
     /// is nil when it was not base64url.
+    ///
+    /// A refusal of a token whose string `kid` no key has carries `KeyMiss.unknownKid`, whether
+    /// keys without a kid stood in or not: keys fetched from a URL may be stale. A refusal
+    /// because no key takes the algorithm carries `KeyMiss.noFittingKey`.
     func verify(
         _ algorithm: JWSAlgorithm, kid: JSONValue?, signature: [UInt8]?, signingInput: [UInt8]
     ) throws(TokenError) {
         let name = kid?.stringValue
         let onlyNamed = name != nil && keys.contains { Self.same($0.kid, name) }
-        if kid != nil, !onlyNamed, !keys.contains(where: { $0.kid == nil }) { throw TokenError.unknownKey }
+        // A kid that is not a string can never be found, however often keys are fetched.
+        let miss: TokenError.KeyMiss = name != nil && !onlyNamed ? .unknownKid : .none
+        if kid != nil, !onlyNamed, !keys.contains(where: { $0.kid == nil }) {
+            throw miss == .unknownKid ? TokenError.unknownKey : TokenError(TokenError.unknownKey.reason)
+        }
 
         var anyFits = false
         for key in keys where key.fits(algorithm) {
@@ -27,12 +35,13 @@ extension JWTKeySet {
         }
         guard anyFits else {
             // When no key at all takes the algorithm, the reason is the one a raw secret gave.
+            let fitMiss = miss == .none ? TokenError.KeyMiss.noFittingKey : miss
             if keys.contains(where: { $0.fits(algorithm) }) {
-                throw TokenError("JWT algorithm \(algorithm.rawValue) does not fit the token's key")
+                throw TokenError("JWT algorithm \(algorithm.rawValue) does not fit the token's key", keyMiss: fitMiss)
             }
-            throw TokenError("unsupported JWT algorithm \(algorithm.rawValue)")
+            throw TokenError("unsupported JWT algorithm \(algorithm.rawValue)", keyMiss: fitMiss)
         }
-        throw TokenError.badSignature
+        throw TokenError(TokenError.badSignature.reason, keyMiss: miss)
     }
 
     /// Key IDs are compared byte for byte (RFC 7515 4.1.4: case-sensitive), not by Unicode

@@ -1,8 +1,30 @@
-/// Why a token was refused. Every case is answered with HTTP 401 at the handshake.
+/// Why a token was refused. Answered with HTTP 401 at the handshake (503 while keys that
+/// could verify it are still being fetched, see `keyMiss`).
 public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
     public let reason: String
-    init(_ reason: String) { self.reason = reason }
+    /// Whether other keys could have given another answer: what a server that fetches keys
+    /// from a URL needs to know, and nothing a client sees.
+    let keyMiss: KeyMiss
+
+    enum KeyMiss: Sendable {
+        /// The refusal does not depend on which keys there are beyond the ones that were tried.
+        case none
+        /// The token names a `kid` that no key has (keys without a kid may have stood in and
+        /// refused it): fetched keys may be stale.
+        case unknownKid
+        /// No key takes the token at all: none is configured, or none fits its algorithm.
+        case noFittingKey
+    }
+
+    init(_ reason: String, keyMiss: KeyMiss = .none) {
+        self.reason = reason
+        self.keyMiss = keyMiss
+    }
+
     public var description: String { reason }
+
+    /// Equal when the reasons are: the key miss is a hint for the server, not another refusal.
+    public static func == (lhs: TokenError, rhs: TokenError) -> Bool { lhs.reason == rhs.reason }
 
     static let malformed = TokenError("malformed JWT")
     static let badSignature = TokenError("invalid JWT signature")
@@ -11,7 +33,8 @@ public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
     static let audienceNotAccepted = TokenError("JWT audience not accepted")
     /// The token names a `kid` no key has. Told apart from other refusals because keys
     /// fetched from a URL may be stale: this is the refusal that warrants fetching them again.
-    public static let unknownKey = TokenError("unknown key")
+    public static let unknownKey = TokenError("unknown key", keyMiss: .unknownKid)
+    static let noKeys = TokenError("no usable JWT key configured", keyMiss: .noFittingKey)
 }
 
 /// A token whose signature, time claims and audience were checked.
@@ -49,7 +72,6 @@ public struct JWTVerifier: Sendable {
 
     public func verify(_ token: Substring, now: Double) throws(TokenError) -> VerifiedToken {
         guard token.utf8.count <= Self.maxTokenLength else { throw TokenError("JWT too long") }
-        guard !keys.isEmpty else { throw TokenError("no usable JWT key configured") }
         let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw TokenError.malformed }
         let (headerPart, claimsPart, signaturePart) = (parts[0], parts[1], parts[2])
@@ -66,6 +88,8 @@ public struct JWTVerifier: Sendable {
         // RFC 7515 4.1.11: a recipient must refuse critical extensions it does not understand.
         if header["crit"] != nil { throw TokenError("unsupported JWT crit header") }
 
+        // After the header: a token that is malformed anyway is refused as such, keys or not.
+        guard !keys.isEmpty else { throw TokenError.noKeys }
         let signingInputLength = headerPart.count + 1 + claimsPart.count
         let signingInput = Array(token.utf8.prefix(signingInputLength))
         try keys.verify(

@@ -45,20 +45,21 @@ private struct Settings {
         let databaseURI = String(uri.trimming(where: isASCIIWhitespace))
         guard !databaseURI.isEmpty else { throw ConfigurationError("\(origin(.databaseURI)) is empty") }
 
-        guard var secret = try fileOrValue(.jwtSecret) else { throw missing(.jwtSecret) }
-        if values[.jwtSecret]?.value.hasPrefix("@") == true, secret.hasSuffix("\n") || secret.hasSuffix("\r\n") {
-            secret.removeLast()  // a file saved by an editor ends in a newline that is not part of the key
+        let secret = try jwtSecret()
+        let jwks = try jwksSettings()
+        guard secret != nil || jwks != nil else {
+            throw ConfigurationError(
+                "\(ConfigurationKey.jwtSecret.rawValue) or \(ConfigurationKey.jwksURL.rawValue) is required: set one "
+                    + "or both in the config file or in \(ConfigurationKey.jwtSecret.environmentVariable) / "
+                    + "\(ConfigurationKey.jwksURL.environmentVariable)")
         }
-        var secretBytes = Array(secret.utf8)
-        if try bool(.secretIsBase64) ?? false {
-            guard let decoded = Base64.decode(String(secret.trimming(where: isASCIIWhitespace))) else {
-                throw ConfigurationError("\(origin(.jwtSecret)) is not valid base64 although secret-is-base64 is true")
-            }
-            secretBytes = decoded
-        }
-        guard !secretBytes.isEmpty else { throw ConfigurationError("\(origin(.jwtSecret)) is empty") }
 
-        var config = Configuration(databaseURI: databaseURI, jwtSecret: secretBytes)
+        var config = Configuration(databaseURI: databaseURI, jwtSecret: secret)
+        config.jwks = jwks
+        if let audience = values[.jwtAudience]?.value {
+            guard !audience.isEmpty else { throw ConfigurationError("\(origin(.jwtAudience)) is empty") }
+            config.jwtAudience = audience
+        }
         if let host = values[.host]?.value { config.server.host = host }
         if let port = try int(.port, in: 0...65535) { config.server.port = port }
         if let root = values[.rootPath]?.value { config.server.rootPath = root }
@@ -101,6 +102,41 @@ private struct Settings {
             config.logLevel = parsed
         }
         return config
+    }
+
+    /// The secret's bytes, or nil when it is not set.
+    private func jwtSecret() throws(ConfigurationError) -> [UInt8]? {
+        guard var secret = try fileOrValue(.jwtSecret) else { return nil }
+        if values[.jwtSecret]?.value.hasPrefix("@") == true, secret.hasSuffix("\n") || secret.hasSuffix("\r\n") {
+            secret.removeLast()  // a file saved by an editor ends in a newline that is not part of the key
+        }
+        var secretBytes = Array(secret.utf8)
+        if try bool(.secretIsBase64) ?? false {
+            guard let decoded = Base64.decode(String(secret.trimming(where: isASCIIWhitespace))) else {
+                throw ConfigurationError("\(origin(.jwtSecret)) is not valid base64 although secret-is-base64 is true")
+            }
+            secretBytes = decoded
+        }
+        guard !secretBytes.isEmpty else { throw ConfigurationError("\(origin(.jwtSecret)) is empty") }
+        return secretBytes
+    }
+
+    private func jwksSettings() throws(ConfigurationError) -> JWKSSettings? {
+        guard let url = values[.jwksURL]?.value else {
+            if values[.jwksCAFile] != nil {
+                throw ConfigurationError(
+                    "\(origin(.jwksCAFile)) is set but \(ConfigurationKey.jwksURL.rawValue) is not")
+            }
+            return nil
+        }
+        let trimmed = String(url.trimming(where: isASCIIWhitespace))
+        if let problem = JWKSURL.problem(with: trimmed) { throw invalid(.jwksURL, problem) }
+        var settings = JWKSSettings(url: trimmed)
+        if let caFile = values[.jwksCAFile]?.value {
+            guard !caFile.isEmpty else { throw ConfigurationError("\(origin(.jwksCAFile)) is empty") }
+            settings.caFile = caFile
+        }
+        return settings
     }
 
     private func origin(_ key: ConfigurationKey) -> String {

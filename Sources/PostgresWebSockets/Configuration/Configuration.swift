@@ -7,8 +7,13 @@ import NIOCore
 public struct Configuration: Sendable {
     /// libpq connection string or URI, for the listener and every notifier connection.
     public var databaseURI: String
-    /// The HMAC key, already base64-decoded when `secret-is-base64` is set.
-    public var jwtSecret: [UInt8]
+    /// The `jwt-secret` text (a raw HMAC secret, a JWK or a JWK Set), already base64-decoded
+    /// when `secret-is-base64` is set. Optional when `jwks` is set; one of the two is required.
+    public var jwtSecret: [UInt8]?
+    /// When set, a token's `aud` claim must name it.
+    public var jwtAudience: String? = nil
+    /// Signing keys fetched from a URL, next to or instead of `jwtSecret`.
+    public var jwks: JWKSSettings? = nil
     public var server = ServerSettings()
     /// Set when the server speaks TLS (`wss://`, `https://`) instead of plain HTTP.
     public var tls: TLSSettings? = nil
@@ -21,9 +26,38 @@ public struct Configuration: Sendable {
     /// at start.
     public var notices: [String] = []
 
-    public init(databaseURI: String, jwtSecret: [UInt8]) {
+    public init(databaseURI: String, jwtSecret: [UInt8]?) {
         self.databaseURI = databaseURI
         self.jwtSecret = jwtSecret
+    }
+}
+
+/// Where signing keys are fetched from (a JWK Set, RFC 7517 5) and how often.
+/// The durations below `url` and `caFile` are not configuration keys: the tests shorten them.
+public struct JWKSSettings: Sendable {
+    /// `http` or `https`; https verifies the server with the system's trust store.
+    public var url: String
+    /// PEM certificates of a private authority trusted for `url` besides the system's.
+    public var caFile: String? = nil
+    /// How long a fetched set is used when its response has no usable `Cache-Control: max-age`.
+    public var defaultRefresh: Duration = .seconds(600)
+    /// Bounds on how long a fetched set is used, whatever `max-age` says.
+    public var minimumRefresh: Duration = .seconds(30)
+    public var maximumRefresh: Duration = .seconds(86_400)
+    /// The least time between the start of one fetch and a fetch for a token whose `kid` no
+    /// key has: anyone can send such tokens.
+    public var unknownKeyInterval: Duration = .seconds(30)
+    /// Wait after the first of a run of failed fetches, doubling up to `retryMaximum`.
+    public var retryInitial: Duration = .seconds(1)
+    public var retryMaximum: Duration = .seconds(60)
+    /// Whole fetch: connect, request, response.
+    public var fetchTimeout: Duration = .seconds(10)
+    /// A larger response is a failed fetch.
+    public var maxResponseBytes: Int = JWTKeySet.maxDocumentBytes
+
+    public init(url: String, caFile: String? = nil) {
+        self.url = url
+        self.caFile = caFile
     }
 }
 

@@ -4,6 +4,9 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case databaseURI = "db-uri"
     case jwtSecret = "jwt-secret"
     case secretIsBase64 = "secret-is-base64"
+    case jwtAudience = "jwt-audience"
+    case jwksURL = "jwks-url"
+    case jwksCAFile = "jwks-ca-file"
     case host = "server-host"
     case port = "server-port"
     case rootPath = "server-root"
@@ -34,6 +37,9 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .databaseURI: "PGWS_DB_URI"
         case .jwtSecret: "PGWS_JWT_SECRET"
         case .secretIsBase64: "PGWS_JWT_SECRET_BASE64"
+        case .jwtAudience: "PGWS_JWT_AUDIENCE"
+        case .jwksURL: "PGWS_JWKS_URL"
+        case .jwksCAFile: "PGWS_JWKS_CA_FILE"
         case .host: "PGWS_HOST"
         case .port: "PGWS_PORT"
         case .rootPath: "PGWS_ROOT_PATH"
@@ -70,6 +76,6 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         }
     }
 
-    /// Values that are secrets are never echoed in errors or logs.
-    var isSecret: Bool { self == .jwtSecret || self == .databaseURI }
+    /// Values that are secrets are never echoed in errors or logs (a URL may hold a password).
+    var isSecret: Bool { self == .jwtSecret || self == .databaseURI || self == .jwksURL }
 }

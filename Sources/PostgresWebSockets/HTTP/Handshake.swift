@@ -1,10 +1,12 @@
 import COpenSSL
 
 /// The checks of a WebSocket handshake, from the request head to an authorized socket:
-/// RFC 6455's requirements, the origin, the URL form, the token and its grants. Pure: the
-/// connection slot and the LISTEN are taken afterwards by the `HTTPHandler`.
+/// RFC 6455's requirements, the origin, the URL form, the token and its grants. Pure but for
+/// telling the key store about a `kid` no key has: the connection slot and the LISTEN are
+/// taken afterwards by the `HTTPHandler`.
 struct Handshake {
-    let verifier: JWTVerifier
+    /// Holds the verifier of the moment: keys fetched from a JWKS URL change over time.
+    let keys: JWTKeyStore
     /// Lowercased; nil allows every origin.
     let allowedOrigins: Set<String>?
 
@@ -13,6 +15,16 @@ struct Handshake {
     /// A subprotocol entry carrying the token: `bearer.<jwt>` (browsers can set subprotocols,
     /// not headers). Never echoed, never logged.
     static let bearerPrefix = "bearer."
+
+    init(keys: JWTKeyStore, allowedOrigins: Set<String>?) {
+        self.keys = keys
+        self.allowedOrigins = allowedOrigins
+    }
+
+    /// A handshake whose keys never change.
+    init(verifier: JWTVerifier, allowedOrigins: Set<String>?) {
+        self.init(keys: JWTKeyStore(fixed: verifier), allowedOrigins: allowedOrigins)
+    }
 
     struct Authorized {
         let grant: Grant
@@ -113,9 +125,17 @@ struct Handshake {
         }
 
         let verified: VerifiedToken
+        let current = self.keys.current
         do {
-            verified = try verifier.verify(Substring(token), now: now)
+            verified = try current.verifier.verify(Substring(token), now: now)
         } catch {
+            // The fetched keys may be stale: the store's fetcher decides whether to fetch again.
+            if error.keyMiss == .unknownKid { self.keys.unknownKeySeen() }
+            // Before the JWKS URL first answers, a token the keys at hand cannot take may be
+            // one its keys would: "try again", not "invalid".
+            if current.awaitingFetchedKeys, error.keyMiss != .none {
+                return .failure(Refusal(.keysUnavailable, "signing keys not loaded yet"))
+            }
             return .failure(Refusal(.unauthorized, error.reason))
         }
         let grant: Grant

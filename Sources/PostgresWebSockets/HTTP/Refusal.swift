@@ -24,6 +24,9 @@ struct Refusal: Error, Equatable, CustomStringConvertible {
         static let headTooLarge = Code("head_too_large")
         /// `max-connections` sockets are open.
         static let atCapacity = Code("at_capacity")
+        /// The token needs a key that is not loaded yet: the JWKS URL has not answered since
+        /// the server started.
+        static let keysUnavailable = Code("keys_unavailable")
     }
 
     let code: Code
@@ -46,7 +49,7 @@ struct Refusal: Error, Equatable, CustomStringConvertible {
         case .timeout: .requestTimeout
         case .unsupportedWebSocketVersion: .upgradeRequired
         case .headTooLarge: .requestHeaderFieldsTooLarge
-        case .atCapacity: .serviceUnavailable
+        case .atCapacity, .keysUnavailable: .serviceUnavailable
         default: .badRequest
         }
     }

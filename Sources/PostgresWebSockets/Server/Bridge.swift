@@ -5,10 +5,11 @@ import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 
-/// The whole server, as a `Service`: the listener, the notifier and the front end, run by a
-/// `ServiceGroup` in that order, so that shutdown goes the other way: sockets are closed
-/// first, then what they sent is delivered to PostgreSQL, then the listener stops. With TLS,
-/// a `TLSReloader` comes last (stopped first): SIGHUP reloads the certificate and key.
+/// The whole server, as a `Service`: the listener, the notifier, the JWKS fetcher (when a
+/// `jwks-url` is set) and the front end, run by a `ServiceGroup` in that order, so that
+/// shutdown goes the other way: sockets are closed first, then what they sent is delivered to
+/// PostgreSQL, then the listener stops. With TLS, a `TLSReloader` comes last (stopped first):
+/// SIGHUP reloads the certificate and key.
 /// The tests `start()` and `shutdown()` it directly.
 ///
 /// Data flows one way each: PostgreSQL → `Listener` → `ChannelHub` → event loops → sockets,
@@ -32,17 +33,31 @@ public final class Bridge: Service, Sendable {
             try StaticFiles(root: root)
         }
         // Before any thread starts: a secret that is a broken JWK or JWK Set stops start-up.
-        let verifier: JWTVerifier
-        do {
-            verifier = JWTVerifier(keys: try JWTKeySet(secret: configuration.jwtSecret))
-        } catch {
-            throw ConfigurationError("\(ConfigurationKey.jwtSecret.rawValue): \(error.reason)")
+        var configuredKeys = JWTKeySet.empty
+        if let secret = configuration.jwtSecret {
+            do {
+                configuredKeys = try JWTKeySet(secret: secret)
+            } catch {
+                throw ConfigurationError("\(ConfigurationKey.jwtSecret.rawValue): \(error.reason)")
+            }
+        } else if configuration.jwks == nil {
+            throw ConfigurationError(
+                "\(ConfigurationKey.jwtSecret.rawValue) or \(ConfigurationKey.jwksURL.rawValue) is required")
+        }
+        let jwksClient = try configuration.jwks.map { settings throws(ConfigurationError) in
+            (settings, try JWKSFetcher.clientConfiguration(for: settings))
+        }
+        let keys = JWTKeyStore(
+            configuredKeys: configuredKeys, audience: configuration.jwtAudience, fetchesKeys: jwksClient != nil)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
+        self.group = group
+        let fetcher = jwksClient.map { settings, client in
+            JWKSFetcher(settings: settings, clientConfiguration: client, store: keys, group: group, logger: logger)
         }
         // Likewise a certificate and key that do not load or do not match.
         tls = try configuration.tls.map { settings throws(ConfigurationError) in
             try TLSContextStore(settings: settings)
         }
-        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         let status = DatabaseStatus()
         let registry = ListenRegistry(status: status)
         let hub = ChannelHub(
@@ -58,11 +73,11 @@ public final class Bridge: Service, Sendable {
             conninfo: configuration.databaseURI, settings: configuration.notifier, status: status,
             pausedWriters: hub, logger: logger)
         server = ServerContext(
-            configuration: configuration, verifier: verifier, hub: hub, registry: registry, notifier: notifier,
+            configuration: configuration, keys: keys, hub: hub, registry: registry, notifier: notifier,
             staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         for notice in configuration.notices { logger.notice("\(notice)") }
-        services = [listener, notifier, frontEnd]
+        services = [listener, notifier] + (fetcher.map { [$0] } ?? []) + [frontEnd]
     }
 
     private func makeGroup() async -> ServiceGroup {

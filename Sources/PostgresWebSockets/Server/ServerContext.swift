@@ -19,12 +19,12 @@ final class ServerContext: Sendable {
     private let nextSessionID = Atomic<Int>(0)
 
     init(
-        configuration: Configuration, verifier: JWTVerifier, hub: ChannelHub, registry: ListenRegistry,
+        configuration: Configuration, keys: JWTKeyStore, hub: ChannelHub, registry: ListenRegistry,
         notifier: Notifier, staticFiles: StaticFiles?, tls: TLSContextStore?, logger: Logger
     ) {
         self.configuration = configuration
         self.handshake = Handshake(
-            verifier: verifier,
+            keys: keys,
             allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) })
         self.hub = hub
         self.registry = registry
@@ -36,7 +36,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.sessionEnvironment = SessionEnvironment(
             publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger,
-            verifier: verifier, offsets: hub.offsets)
+            keys: keys, offsets: hub.offsets)
     }
 
     func makeSession(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> WebSocketSession {

@@ -39,6 +39,14 @@ public enum LogKey: String, Sendable, CaseIterable {
     case keyFile = "key_file"
     /// The serial number (hex) of the certificate served to new connections.
     case certificateSerial = "certificate_serial"
+    /// The JWKS URL without user information or query (`JWKSURL.redacted`).
+    case jwksURL = "jwks_url"
+    /// How many signing keys a fetched JWK Set gave.
+    case keys
+    /// Failed fetches in a row.
+    case failures
+    /// Seconds until the next fetch.
+    case nextFetchSeconds = "next_fetch_seconds"
 }
 
 /// Metadata written with `LogKey`s: `[.closeCode: "1008", .closeReason: "client too slow"]`.

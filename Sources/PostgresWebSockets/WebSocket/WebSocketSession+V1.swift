@@ -127,8 +127,9 @@ extension WebSocketSession {
     private func refresh(_ token: String, ref: JSONValue?) {
         let verified: VerifiedToken
         do {
-            verified = try environment.verifier.verify(Substring(token), now: WallClock.seconds())
+            verified = try environment.keys.current.verifier.verify(Substring(token), now: WallClock.seconds())
         } catch {
+            if error.keyMiss == .unknownKid { environment.keys.unknownKeySeen() }
             return reply(V1Protocol.error(.init(.unauthorized, error.reason), ref: ref))
         }
         let newGrant: Grant

@@ -8,8 +8,8 @@ struct SessionEnvironment: Sendable {
     let channels: ChannelSettings
     let limits: Limits
     let logger: Logger
-    /// Checks the tokens of `pgws.v1` refreshes.
-    let verifier: JWTVerifier
+    /// Checks the tokens of `pgws.v1` refreshes, with the keys handshakes use.
+    let keys: JWTKeyStore
     let offsets: OffsetSpace
 }
 
