@@ -77,6 +77,8 @@ export class PgwsClient {
   #socket = null;
   #generation = 0;
   #everOpened = false;
+  /** A reconnect attempt failed before opening: the token may be the cause (revoked, say). */
+  #tokenSuspect = false;
   #openedAt = 0;
   #attempt = 0;
   #reconnectTimer = null;
@@ -104,6 +106,8 @@ export class PgwsClient {
    *   milliseconds (250 doubling to 15000, with jitter); false never reconnects
    * @param {number} [options.refreshMargin]  seconds before `exp` to refresh; by default half
    *   the time left, at most 60 s
+   * @param {number} [options.stableAfter]  milliseconds a connection must stay open for the
+   *   backoff to start again from `initialDelay` (default 5000)
    * @param {Function} [options.WebSocket]  the WebSocket constructor (default: the global one)
    */
   constructor(url, options = {}) {
@@ -321,7 +325,8 @@ export class PgwsClient {
   }
 
   async #tokenForConnect() {
-    if (this.#token !== null && !this.#refreshDue(this.#token)) return this.#token;
+    const suspect = this.#tokenSuspect && this.#getToken !== null;
+    if (this.#token !== null && !suspect && !this.#refreshDue(this.#token)) return this.#token;
     if (this.#getToken === null) return this.#token; // expired: the server says so (401)
     const token = await this.#getToken();
     if (typeof token !== "string" || token === "") throw new TypeError("getToken must resolve to a token");
@@ -332,6 +337,7 @@ export class PgwsClient {
   #opened(token) {
     const resumed = this.#everOpened;
     this.#everOpened = true;
+    this.#tokenSuspect = false;
     this.#openedAt = Date.now();
     this.#setState("open", { resumed });
     for (const [channel, entry] of this.#channels) this.#sendSubscribe(channel, entry, resumed);
@@ -365,6 +371,9 @@ export class PgwsClient {
     } else if (this.#reconnect === null) {
       this.#finish(code, reason);
     } else {
+      // Once open, a failed attempt is retried (a restarting server refuses connections for a
+      // while), with a fresh token from getToken in case this one was the problem.
+      if (!opened) this.#tokenSuspect = true;
       if (opened && Date.now() - this.#openedAt >= this.#stableAfterMs) this.#attempt = 0;
       this.#scheduleReconnect(code, reason);
     }

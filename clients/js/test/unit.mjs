@@ -235,7 +235,8 @@ test("a server without pgws.v1 (selects no subprotocol, or another) is left at o
 test("refused handshakes while reconnecting are retried with growing, capped, jittered delays", async () => {
   let refuse = false;
   await withServer(() => (refuse ? { refuse: 503 } : { protocol: "pgws.v1" }), async (server, make) => {
-    const client = make({ reconnect: { initialDelay: 20, maxDelay: 80 } });
+    let asked = 0;
+    const client = make({ reconnect: { initialDelay: 20, maxDelay: 80 }, getToken: async () => token({ mode: "rw", n: ++asked }) });
     const delays = [];
     client.on("state", (s) => {
       if (s.state === "reconnecting") delays.push(s.delay);
@@ -246,8 +247,10 @@ test("refused handshakes while reconnecting are retried with growing, capped, ji
     while (delays.length < 6) await sleep(20);
     const ceilings = [20, 40, 80, 80, 80, 80];
     delays.slice(0, 6).forEach((delay, i) => assert(delay >= ceilings[i] / 2 && delay <= ceilings[i], `delay ${i}: ${delay}`));
+    assert(asked >= 4, `a fresh token for each attempt after a failed one (${asked})`);
     refuse = false;
     await once(client, "state", (s) => s.state === "open");
+    equal(decodeClaims(server.sockets.at(-1).token).n, asked, "the last token");
     client.close();
     const handshakes = server.handshakes;
     await sleep(200);
