@@ -5,7 +5,11 @@ import Foundation
 extension BenchContext {
     func runManyChannels() async throws {
         let s = sizes
-        try await withServer("channels") { server in
+        // Channels are let go as soon as their last socket leaves (no resume window), so the
+        // UNLISTEN row measures the churn itself.
+        var environment = serverEnvironment
+        environment["PGWS_MAX_LAG_SECONDS"] = environment["PGWS_MAX_LAG_SECONDS"] ?? "0.001"
+        try await withServer("channels", environment: environment) { server in
             let initial = try await server.health()
             guard initial.listening == 0 else {
                 throw BenchFailure("a fresh server already listens on \(initial.listening) channels")

@@ -203,7 +203,9 @@ import Testing
                         .utf8), [400])
             for (name, request, expected) in cases {
                 let connection = try await RawConnection.open(port: server.port)
-                try await connection.send(bytes: request)
+                // The server may answer and close before the whole request is written: the
+                // answer is what counts, not whether the rest of the write got through.
+                try? await connection.send(bytes: request)
                 let answer = try await connection.readToEnd(timeout: 10)
                 let status = Int(answer.split(separator: " ").dropFirst().first ?? "") ?? 0
                 #expect(expected.contains(status), "\(name): \(answer.prefix(120))")

@@ -1,5 +1,6 @@
 import BridgeTestSupport
 import Foundation
+import NIOCore
 import PostgresWebSockets
 import Testing
 
@@ -22,6 +23,7 @@ import Testing
             databaseURI: cluster.uri,
             {
                 $0.channels.auditChannel = audit; $0.channels.metaChannel = "meta'; DROP TABLE canary;--"
+                $0.limits.maxLagDuration = .milliseconds(200)  // UNLISTEN soon after the last socket
             }
         ) { server in
             let receiver = try TestDatabase(uri: cluster.uri)

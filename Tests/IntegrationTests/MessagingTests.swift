@@ -1,5 +1,6 @@
 import BridgeTestSupport
 import Foundation
+import NIOCore
 import PostgresWebSockets
 import Testing
 
@@ -181,8 +182,10 @@ import Testing
         }
     }
 
+    /// The last socket's channel is UNLISTENed once max-lag-seconds passed (the window during
+    /// which a client may come back and resume); 0.2 s here.
     @Test func listenIsIssuedOnceAndUnlistenAfterLastSocket() async throws {
-        try await TestServer.with { server in
+        try await TestServer.with({ $0.limits.maxLagDuration = .milliseconds(200) }) { server in
             let channel = uniqueChannel()
             #expect(try await !server.bridge.listeningChannels().contains(channel))
             let first = try await server.connect(channel: channel, mode: "r")

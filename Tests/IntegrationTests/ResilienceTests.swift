@@ -1,5 +1,6 @@
 import BridgeTestSupport
 import Foundation
+import NIOCore
 import Logging
 import PostgresWebSockets
 import Testing
@@ -72,7 +73,13 @@ import Testing
     @Test func handshakeTimingOutDuringItsListenLeavesNothingBehind() async throws {
         let cluster = try await TemporaryPostgres.start()
         defer { cluster.stop() }
-        try await TestServer.with(databaseURI: cluster.uri, { $0.limits.handshakeTimeout = .fromSeconds(0.25) }) {
+        try await TestServer.with(
+            databaseURI: cluster.uri,
+            {
+                $0.limits.handshakeTimeout = .fromSeconds(0.25)
+                $0.limits.maxLagDuration = .milliseconds(200)  // the channel is let go soon after
+            }
+        ) {
             server in
             let db = try TestDatabase(uri: cluster.uri)
             let channel = uniqueChannel()

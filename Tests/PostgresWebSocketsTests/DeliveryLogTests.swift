@@ -9,8 +9,7 @@ private let start = NIODeadline.uptimeNanoseconds(5_000_000_000)
 
 private func entry(_ sequence: UInt64, bytes: Int = 100, at time: NIODeadline = start) -> DeliveryLog.Entry {
     DeliveryLog.Entry(
-        sequence: sequence, listID: 0, channel: ChannelKey("c"), frame: ByteBuffer(repeating: 0, count: bytes),
-        arrival: time)
+        sequence: sequence, channel: ChannelKey("c"), frame: ByteBuffer(repeating: 0, count: bytes), arrival: time)
 }
 
 @Suite("DeliveryLog")
@@ -46,6 +45,8 @@ struct DeliveryLogTests {
 /// A socket as the shard sees it, whose writability the test switches.
 private final class FakeMember: ShardMember {
     let readChannels: [ChannelKey]
+    let encoding = FrameEncoding.raw
+    var replies: [String] = []
     let logger = Logger(label: "fake") { _ in SwiftLogNoOpLogHandler() }
     var writable = true
     /// Frames it takes before its queue is full again (nil: no limit).
@@ -62,6 +63,7 @@ private final class FakeMember: ShardMember {
         received.append(String(buffer: frame))
         return true
     }
+    func deliverReply(_ frame: ByteBuffer) { received.append("reply:" + String(buffer: frame)) }
     func flushIfNeeded() {}
     func cutOff() { cut = true }
     func tick(now: NIODeadline, wallClock: Double) {}
@@ -89,6 +91,7 @@ private final class ShardHarness {
     func open(_ member: FakeMember) {
         shard.hold(member.readChannels) {}
         shard.add(member)
+        for key in member.readChannels { shard.subscribe(member, to: key) }
     }
 
     /// Notifies `texts` as (channel, payload) in one batch; the frame is the payload itself.

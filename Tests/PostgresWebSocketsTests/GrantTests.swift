@@ -106,7 +106,8 @@ struct GrantTests {
     @Test("/<channel>/<jwt> with no claimed channel grants the requested one")
     func requestedWithoutClaims() throws {
         let grant = try authorize(#"{"mode":"r"}"#, channel: "anything")
-        #expect(grant == Grant(mode: .read, channels: ["anything"]))
+        #expect(grant == Grant(mode: .read, channels: ["anything"], claimedChannels: []))
+        #expect(grant.allows("anything else"), "no channel claims: any channel")
     }
 
     @Test("channel names are compared by their bytes, not by Unicode equivalence")

@@ -66,12 +66,15 @@ private struct SessionHarness {
         let grant = try Grant.authorize(claims: claims, requestedChannel: nil)
         let readChannels = grant.mode.contains(.read) ? [ChannelKey("chat")] : []
         let admission = Admission(readChannels: readChannels, shard: shard, slots: slots, whenListening: {})!
+        var channels = ChannelSettings()
+        channels.metaChannel = "meta"
         let environment = SessionEnvironment(
-            publisher: publisher, channels: ChannelSettings(auditChannel: nil, metaChannel: "meta"), limits: Limits(),
-            logger: Logger(label: "session") { _ in SwiftLogNoOpLogHandler() })
+            publisher: publisher, channels: channels, limits: Limits(),
+            logger: Logger(label: "session") { _ in SwiftLogNoOpLogHandler() },
+            verifier: JWTVerifier(secret: Array("unused-secret-of-a-usable-length-32b".utf8)), offsets: OffsetSpace())
         let session = WebSocketSession(
-            id: 1, grant: grant, token: VerifiedToken(claims: claims, expiresAt: nil), admission: admission,
-            shard: shard, environment: environment)
+            id: 1, grant: grant, token: VerifiedToken(claims: claims, expiresAt: nil), encoding: .raw,
+            admission: admission, shard: shard, environment: environment)
         try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(session)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

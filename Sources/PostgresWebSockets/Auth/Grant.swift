@@ -27,8 +27,16 @@ public struct Grant: Sendable, Equatable {
     }
 
     public let mode: Mode
-    /// Distinct channel names, in the order the token (or URL) named them.
+    /// The channels the socket opens with: distinct names, in the order the token (or URL)
+    /// named them.
     public let channels: [String]
+    /// The channels the token claims (`channel` and `channels`); empty: any channel.
+    public let claimedChannels: [String]
+
+    /// Whether the token lets the socket use `channel` (subscribe or publish, with its mode).
+    func allows(_ channel: String) -> Bool {
+        claimedChannels.isEmpty || claimedChannels.contains { ChannelKey($0) == ChannelKey(channel) }
+    }
 
     /// The channels as one comma-separated list, as meta events and logs show them.
     var channelList: String { channels.joined(separator: ",") }
@@ -47,7 +55,11 @@ extension Grant {
     /// - `channel` (a string) and `channels` (an array of strings) are merged.
     /// - Without a requested channel the socket gets every claimed one, and must have one.
     /// - With a requested channel, the token must claim it, unless it claims none at all.
-    public static func authorize(claims: JSONValue, requestedChannel: String?) throws(AuthorizationError) -> Grant {
+    /// - Parameter openNothing: `pgws.v1` at `/` with the token in a header: the socket
+    ///   subscribes itself later, so it opens with no channel whatever the token claims.
+    public static func authorize(claims: JSONValue, requestedChannel: String?, openNothing: Bool = false)
+        throws(AuthorizationError) -> Grant
+    {
         guard let modeClaim = claims["mode"] else { throw AuthorizationError(reason: "JWT has no mode claim") }
         guard let modeText = modeClaim.stringValue, let mode = Mode(claim: modeText) else {
             throw AuthorizationError(reason: "JWT mode claim must be \"r\", \"w\" or \"rw\"")
@@ -87,10 +99,12 @@ extension Grant {
                 throw AuthorizationError(reason: "channel not allowed by JWT")
             }
             channels = [requested]
+        } else if openNothing {
+            channels = []
         } else {
             guard !claimed.isEmpty else { throw AuthorizationError(reason: "JWT claims no channel") }
             channels = claimed
         }
-        return Grant(mode: mode, channels: channels)
+        return Grant(mode: mode, channels: channels, claimedChannels: claimed)
     }
 }

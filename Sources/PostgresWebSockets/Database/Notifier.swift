@@ -178,6 +178,7 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             switch lane.queue.withLockedValue({ $0.finish(outcome) }) {
             case .completed(let count, let counted):
                 completed(count: count, counted: counted)
+                for entry in batch where entry.message.confirms { entry.message.sender?.messageCommitted() }
             case .rejected(let counted):
                 if case .refused(let error) = outcome {
                     logger.log(.info, "PostgreSQL rejected a client message", [.error: "\(error)"])

@@ -1,7 +1,8 @@
-/// Told when PostgreSQL refuses a client's message for its content (not for an outage,
-/// which is retried). The socket that sent it is closed with the reason.
+/// Told what became of a client's message: refused by PostgreSQL for its content (an outage
+/// is retried, never reported), or committed (only when the message asks for it).
 protocol MessageSender: Sendable {
     func messageRejected(reason: String)
+    func messageCommitted()
 }
 
 /// One client message (or meta event) and every NOTIFY it becomes: one per channel of the
@@ -9,6 +10,8 @@ protocol MessageSender: Sendable {
 struct OutgoingMessage: Sendable {
     var notifications: [(channel: String, payload: [UInt8])]
     let sender: (any MessageSender)?
+    /// The sender wants `messageCommitted` (a `pgws.v1` publish waiting for its reply).
+    var confirms = false
 
     var byteCount: Int { notifications.reduce(0) { $0 + $1.channel.utf8.count + $1.payload.count } }
 }

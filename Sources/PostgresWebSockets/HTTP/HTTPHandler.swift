@@ -155,8 +155,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let response = Handshake.switchingProtocols(
                 acceptKey: pending.authorized.acceptKey, subprotocol: pending.authorized.subprotocol)
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+            let allowance = pending.authorized.encoding == .v1 ? V1Protocol.frameAllowance : 0
             let frameDecoder = ByteToMessageHandler(
-                WebSocketFrameDecoder(maxFrameSize: server.configuration.limits.maxMessageSize))
+                WebSocketFrameDecoder(maxFrameSize: server.configuration.limits.maxMessageSize + allowance))
             try pipeline.addHandler(frameDecoder, position: .after(self))
             try pipeline.addHandler(session, position: .after(frameDecoder))
             // Frames the client sent before it saw the 101 go to the frame decoder first.

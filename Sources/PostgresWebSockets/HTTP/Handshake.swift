@@ -20,6 +20,8 @@ struct Handshake {
         let acceptKey: String
         /// Selected for the 101, when the client offered it.
         let subprotocol: String?
+        /// `pgws.v1` when the client offered it, else postgres-websockets' raw protocol.
+        let encoding: FrameEncoding
         /// The channels the socket receives notifications on (none for write-only sockets).
         var readChannels: [ChannelKey] {
             grant.mode.contains(.read) ? grant.channels.map(ChannelKey.init) : []
@@ -62,9 +64,12 @@ struct Handshake {
                     "more than one token: give it in the URL, a bearer subprotocol or an Authorization header"))
         }
 
+        let structured = offered.contains { $0 == V1Protocol.name }
         let segments = head.path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
         let channelSegment: Substring?
         let tokenText: Substring
+        // `pgws.v1` at `/` with the token in a header opens with no channel: it subscribes itself.
+        let openNothing = structured && !headerTokens.isEmpty && segments == [""]
         if let headerToken = headerTokens.first {
             // The token came in a header: the path is `/` (every claimed channel) or `/<channel>`.
             switch segments.count {
@@ -115,14 +120,17 @@ struct Handshake {
         }
         let grant: Grant
         do {
-            grant = try Grant.authorize(claims: verified.claims, requestedChannel: requestedChannel)
+            grant = try Grant.authorize(
+                claims: verified.claims, requestedChannel: requestedChannel, openNothing: openNothing)
         } catch {
             return .failure(Refusal(.forbidden, error.reason))
         }
-        let subprotocol = offered.contains { $0 == Self.rawProtocol } ? Self.rawProtocol : nil
+        let subprotocol =
+            structured ? V1Protocol.name : offered.contains { $0 == Self.rawProtocol } ? Self.rawProtocol : nil
         return .success(
             Authorized(
-                grant: grant, token: verified, acceptKey: Self.acceptValue(for: keys[0]), subprotocol: subprotocol))
+                grant: grant, token: verified, acceptKey: Self.acceptValue(for: keys[0]), subprotocol: subprotocol,
+                encoding: structured ? .v1 : .raw))
     }
 
     /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.

@@ -3,7 +3,7 @@
 /// it last gives it back, exactly once: the handshake when the socket never opens, the
 /// session when it closes.
 final class Admission {
-    let readChannels: [ChannelKey]
+    private(set) var readChannels: [ChannelKey]
     private let shard: LoopShard
     private let slots: ConnectionSlots
     private var isHeld = true
@@ -20,6 +20,13 @@ final class Admission {
         self.shard = shard
         self.slots = slots
         shard.hold(readChannels, ready: ready)
+    }
+
+    /// Hands the holds of the read channels to the caller (the session, which gives each
+    /// back when it stops reading it); the slot stays with the admission.
+    func takeChannels() -> [ChannelKey] {
+        defer { readChannels = [] }
+        return readChannels
     }
 
     func giveBack() {

@@ -15,6 +15,8 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
     private let inboxes: [ShardInbox]
     private let backlog = WatermarkedLevel(ChannelHub.backlogMarks)
     private let routing: ListenChannelRouting
+    /// One epoch for every loop: an offset means the same whichever loop a client lands on.
+    let offsets: OffsetSpace
     /// The sequence of the next notification; only the listener thread advances it.
     private let nextSequence = Atomic<UInt64>(0)
 
@@ -24,9 +26,11 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
         routing: ListenChannelRouting
     ) {
         self.routing = routing
+        let offsets = OffsetSpace()
+        self.offsets = offsets
         shards = group.makeIterator().map { loop in
             NIOLoopBoundBox.makeBoxSendingValue(
-                LoopShard(eventLoop: loop, registry: registry, window: window), eventLoop: loop)
+                LoopShard(eventLoop: loop, registry: registry, window: window, offsets: offsets), eventLoop: loop)
         }
         inboxes = shards.map { _ in ShardInbox() }
     }

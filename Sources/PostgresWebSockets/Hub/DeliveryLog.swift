@@ -13,23 +13,33 @@ import NIOCore
 struct DeliveryLog {
     struct Entry {
         let sequence: UInt64
-        /// The shard's subscriber list of the channel when the entry arrived (-1: none).
-        let listID: Int
         let channel: ChannelKey
+        /// The raw text frame; the other encodings are made on first need.
         let frame: ByteBuffer
         let arrival: NIODeadline
+        fileprivate var v1: ByteBuffer? = nil
+        fileprivate var sse: ByteBuffer? = nil
+
+        init(sequence: UInt64, channel: ChannelKey, frame: ByteBuffer, arrival: NIODeadline) {
+            self.sequence = sequence
+            self.channel = channel
+            self.frame = frame
+            self.arrival = arrival
+        }
     }
 
     let maxBytes: Int
     let maxAge: TimeAmount
+    let offsets: OffsetSpace
     private var entries = CircularBuffer<Entry>(initialCapacity: 1024)
     private(set) var bytes = 0
     /// The sequence the next entry will have.
     private(set) var next: UInt64 = 0
 
-    init(maxBytes: Int, maxAge: TimeAmount) {
+    init(maxBytes: Int, maxAge: TimeAmount, offsets: OffsetSpace = OffsetSpace()) {
         self.maxBytes = maxBytes
         self.maxAge = maxAge
+        self.offsets = offsets
     }
 
     /// The oldest sequence still held (`next` when empty).
@@ -40,7 +50,6 @@ struct DeliveryLog {
     /// Appends an entry; sequences arrive in order, each once.
     mutating func append(_ entry: Entry) {
         precondition(entries.isEmpty || entry.sequence == next, "log sequences must be contiguous")
-        if entries.isEmpty { next = entry.sequence }
         entries.append(entry)
         bytes += entry.frame.readableBytes
         next = entry.sequence &+ 1
@@ -50,11 +59,17 @@ struct DeliveryLog {
     mutating func trim(now: NIODeadline) -> Bool {
         var dropped = false
         while let oldest = entries.first, bytes > maxBytes || now - oldest.arrival > maxAge {
-            bytes -= oldest.frame.readableBytes
+            bytes -= oldest.frame.readableBytes + (oldest.v1?.readableBytes ?? 0) + (oldest.sse?.readableBytes ?? 0)
             entries.removeFirst()
             dropped = true
         }
         return dropped
+    }
+
+    /// The entry with `sequence`, if held.
+    func entry(_ sequence: UInt64) -> Entry? {
+        guard sequence >= first, sequence < next else { return nil }
+        return entries[entries.index(entries.startIndex, offsetBy: Int(sequence - first))]
     }
 
     /// The entries from `sequence` on (empty when it is `next`); nil when `sequence` is
@@ -63,5 +78,30 @@ struct DeliveryLog {
         guard sequence >= first, sequence <= next else { return nil }
         let start = entries.index(entries.startIndex, offsetBy: Int(sequence - first))
         return entries[start...]
+    }
+
+    /// The held entry's frame in `encoding`, made and kept on first need.
+    mutating func frame(_ sequence: UInt64, _ encoding: FrameEncoding) -> ByteBuffer {
+        let index = entries.index(entries.startIndex, offsetBy: Int(sequence - first))
+        switch encoding {
+        case .raw:
+            return entries[index].frame
+        case .v1:
+            if let made = entries[index].v1 { return made }
+            let entry = entries[index]
+            let made = MessageFrames.v1Message(
+                channel: entry.channel.name, offset: offsets.offset(sequence),
+                payload: MessageFrames.payload(ofRawFrame: entry.frame))
+            entries[index].v1 = made
+            bytes += made.readableBytes
+            return made
+        case .sse:
+            if let made = entries[index].sse { return made }
+            let made = MessageFrames.sseEvent(
+                offset: offsets.offset(sequence), payload: MessageFrames.payload(ofRawFrame: entries[index].frame))
+            entries[index].sse = made
+            bytes += made.readableBytes
+            return made
+        }
     }
 }

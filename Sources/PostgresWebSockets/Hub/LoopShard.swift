@@ -31,8 +31,7 @@ final class LoopShard {
     private let registry: ListenRegistry
     private var channels: [ChannelKey: SubscriberList] = [:]
     private var members: [ObjectIdentifier: MemberRecord] = [:]
-    private var nextListID = 0
-    private var log: DeliveryLog
+    private(set) var log: DeliveryLog
     /// The members whose position is `.lagging`: the ones a trim may cut off.
     private var lagging: [ObjectIdentifier: MemberRecord] = [:]
     /// No lagging member is behind this sequence (a lower bound, refreshed when crossed).
@@ -41,28 +40,32 @@ final class LoopShard {
     private var pass = 0
     private var sweeper: RepeatedTask? = nil
 
-    init(eventLoop: any EventLoop, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount)) {
+    init(
+        eventLoop: any EventLoop, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount),
+        offsets: OffsetSpace = OffsetSpace()
+    ) {
         self.eventLoop = eventLoop
         self.registry = registry
-        self.log = DeliveryLog(maxBytes: window.bytes, maxAge: window.age)
+        self.log = DeliveryLog(maxBytes: window.bytes, maxAge: window.age, offsets: offsets)
     }
 
     var memberCount: Int { members.count }
-    var logBytes: Int { log.bytes }
+    var offsets: OffsetSpace { log.offsets }
 
-    // MARK: - Holding channels (handshakes) and reading them (open sockets)
+    // MARK: - Holding channels (handshakes, subscriptions)
 
-    /// Holds `channels` for a handshake: calls `ready` (from any thread) once PostgreSQL
-    /// LISTENs on all of them, or at once while the database is down.
+    /// Holds `channels` for a handshake or a subscription: calls `ready` (from any thread)
+    /// once PostgreSQL LISTENs on all of them, or at once while the database is down.
     func hold(_ keys: [ChannelKey], ready: @escaping @Sendable () -> Void) {
         var firstHere: [ChannelKey] = []
         for key in keys {
             let list: SubscriberList
             if let existing = channels[key] {
                 list = existing
+                list.lingering?.cancel()
+                list.lingering = nil
             } else {
-                list = SubscriberList(id: nextListID)
-                nextListID += 1
+                list = SubscriberList(channel: key)
                 channels[key] = list
                 firstHere.append(key)
             }
@@ -71,34 +74,119 @@ final class LoopShard {
         registry.acquire(firstHere, awaiting: keys, ready: ready)
     }
 
-    /// Gives back what `hold` took.
+    /// Gives back what `hold` took. A channel nobody holds any more stays LISTENed, with its
+    /// log, for the window's age (`max-lag-seconds`), so that a client that reconnects within
+    /// that time resumes; then the listener may UNLISTEN it.
     func release(_ keys: [ChannelKey]) {
-        var lastHere: [ChannelKey] = []
         for key in keys {
             guard let list = channels[key] else { continue }
             list.holders -= 1
-            if list.holders == 0 {
-                channels[key] = nil
-                lastHere.append(key)
+            guard list.holders == 0 else { continue }
+            let shard = NIOLoopBound(self, eventLoop: eventLoop)
+            list.lingering = eventLoop.scheduleTask(in: log.maxAge) {
+                shard.value.lingered(list)
             }
         }
-        if !lastHere.isEmpty { registry.release(lastHere) }
     }
 
-    /// An open socket starts reading its held channels, from the next notification on.
+    private func lingered(_ list: SubscriberList) {
+        guard list.holders == 0, channels[list.channel] === list else { return }
+        channels[list.channel] = nil
+        registry.release([list.channel])
+    }
+
+    // MARK: - Members and what they read
+
+    /// An open socket joins the loop; it reads what it subscribes to.
     func add(_ member: any ShardMember) {
-        let lists = member.readChannels.compactMap { channels[$0] }
-        let record = MemberRecord(member: member, listIDs: lists.map(\.id))
-        members[ObjectIdentifier(member)] = record
-        for list in lists { list.append(record) }
+        members[ObjectIdentifier(member)] = MemberRecord(member: member)
     }
 
     func remove(_ member: any ShardMember) {
         guard let record = members.removeValue(forKey: ObjectIdentifier(member)) else { return }
         lagging[ObjectIdentifier(member)] = nil
-        for key in member.readChannels {
-            channels[key]?.remove(record)
+        for list in record.lists {
+            list.remove(record)
         }
+    }
+
+    /// `member` reads the held channel `key` from now on, after the log's notifications of
+    /// it that follow `since` (one of this process's sequences) if any. `reply`, given the
+    /// sequence of the channel's last notification before live delivery starts and whether
+    /// the replay holds everything after `since`, makes the frame written after the replayed
+    /// frames and before any live one.
+    func subscribe(
+        _ member: any ShardMember, to key: ChannelKey, since: UInt64? = nil,
+        reply: ((_ last: UInt64?, _ recovered: Bool) -> ByteBuffer)? = nil
+    ) {
+        guard let record = members[ObjectIdentifier(member)], let list = channels[key] else { return }
+        let boundary = log.next
+        var recovered = false
+        var replayFrom: UInt64? = nil
+        if let since, since < boundary {
+            recovered = since &+ 1 >= log.first
+            let start = max(since &+ 1, log.first)
+            if start < boundary { replayFrom = start }
+        }
+        let replyFrame = reply?(list.lastSequence ?? lastSequence(of: key), recovered)
+        record.add(list)
+        list.append(record)
+        switch record.position {
+        case .cut:
+            return
+        case .live:
+            if let from = replayFrom {
+                for other in record.lists where other !== list { record.floors[ObjectIdentifier(other)] = boundary }
+                record.floors[ObjectIdentifier(list)] = from
+                if let replyFrame { record.replies.append((boundary, replyFrame)) }
+                startLagging(record, from: from)
+                canWrite(member)
+            } else if let replyFrame {
+                send(replyFrame, to: record)
+            }
+        case .lagging(let position):
+            if let from = replayFrom, from < position {
+                for other in record.lists where other !== list {
+                    record.floors[ObjectIdentifier(other)] = max(record.floors[ObjectIdentifier(other)] ?? 0, position)
+                }
+                startLagging(record, from: from)
+            }
+            record.floors[ObjectIdentifier(list)] = replayFrom ?? boundary
+            if let replyFrame { record.replies.append((boundary, replyFrame)) }
+        }
+    }
+
+    /// `member` stops reading `key` (its hold is given back separately).
+    func unsubscribe(_ member: any ShardMember, from key: ChannelKey) {
+        guard let record = members[ObjectIdentifier(member)], let list = channels[key] else { return }
+        record.remove(list)
+        list.remove(record)
+    }
+
+    /// A reply to `member`, written after whatever the shard still holds back for it.
+    func send(_ frame: ByteBuffer, to member: any ShardMember) {
+        guard let record = members[ObjectIdentifier(member)] else { return }
+        send(frame, to: record)
+    }
+
+    private func send(_ frame: ByteBuffer, to record: MemberRecord) {
+        if record.replies.isEmpty {
+            record.member.deliverReply(frame)
+            record.member.flushIfNeeded()
+        } else {
+            record.replies.append((log.next, frame))
+        }
+    }
+
+    /// The sequence of `key`'s latest notification the log holds, for a channel this loop
+    /// had no list of when it arrived.
+    private func lastSequence(of key: ChannelKey) -> UInt64? {
+        var sequence = log.next
+        while sequence > log.first {
+            sequence -= 1
+            if log.entry(sequence)?.channel == key { return sequence }
+        }
+        return nil
     }
 
     // MARK: - Fan-out
@@ -131,20 +219,18 @@ final class LoopShard {
                 let notification = batch[backlogPosition]
                 backlogPosition += 1
                 budget -= 1
-                let list = channels[notification.channel]
                 log.append(
                     DeliveryLog.Entry(
-                        sequence: notification.sequence, listID: list?.id ?? -1, channel: notification.channel,
-                        frame: notification.frame, arrival: now))
-                if let list, !list.records.isEmpty {
-                    if list.lastPass != pass {
-                        list.lastPass = pass
-                        touched.append(list)
-                    }
-                    for record in list.records where record.position == .live {
-                        if !record.member.deliver(notification.frame) {
-                            fellBehind(record, at: notification.sequence)
+                        sequence: notification.sequence, channel: notification.channel, frame: notification.frame,
+                        arrival: now))
+                if let list = channels[notification.channel] {
+                    list.lastSequence = notification.sequence
+                    if !list.records.isEmpty {
+                        if list.lastPass != pass {
+                            list.lastPass = pass
+                            touched.append(list)
                         }
+                        deliver(notification, to: list)
                     }
                 }
                 if log.bytes > log.maxBytes { trim(now: now) }
@@ -167,6 +253,24 @@ final class LoopShard {
         }
     }
 
+    private func deliver(_ notification: Notification, to list: SubscriberList) {
+        guard list.encodedReaders > 0 else {
+            // Raw readers only: the hot path, one frame for all.
+            for record in list.records where record.position == .live {
+                if !record.member.deliver(notification.frame) {
+                    fellBehind(record, at: notification.sequence)
+                }
+            }
+            return
+        }
+        for record in list.records where record.position == .live {
+            let frame = log.frame(notification.sequence, record.encoding)
+            if !record.member.deliver(frame) {
+                fellBehind(record, at: notification.sequence)
+            }
+        }
+    }
+
     private func flush(_ touched: inout [SubscriberList]) {
         for list in touched {
             for record in list.records {
@@ -180,41 +284,54 @@ final class LoopShard {
     // MARK: - Lagging sockets
 
     private func fellBehind(_ record: MemberRecord, at sequence: UInt64) {
-        record.position = .lagging(from: sequence)
-        lagging[ObjectIdentifier(record.member)] = record
-        oldestLag = min(oldestLag, sequence)
+        startLagging(record, from: sequence)
         counters.fellBehind += 1
         record.member.logger.log(.debug, "socket fell behind, goes on from the log", [.sequence: "\(sequence)"])
     }
 
+    private func startLagging(_ record: MemberRecord, from sequence: UInt64) {
+        record.position = .lagging(from: sequence)
+        lagging[ObjectIdentifier(record.member)] = record
+        oldestLag = min(oldestLag, sequence)
+    }
+
     /// A lagging member can take frames again: it replays the log from its position, in
     /// order, until it cannot take more or has everything, and then takes frames directly.
+    /// Replies held back for it go out where they belong in that order.
     func canWrite(_ member: any ShardMember) {
         guard let record = members[ObjectIdentifier(member)], case .lagging(let from) = record.position else { return }
-        guard let entries = log.entries(from: from) else {
+        guard from >= log.first else {
             cut(record)
             return
         }
-        var next = from
-        var caughtUp = true
-        for entry in entries {
-            next = entry.sequence
-            guard record.listIDs.contains(entry.listID) else { continue }
-            guard member.deliver(entry.frame) else {
-                caughtUp = false
-                break
+        var sequence = from
+        while sequence < log.next {
+            writeReplies(of: record, upTo: sequence)
+            if let entry = log.entry(sequence), record.wants(channels[entry.channel], sequence) {
+                guard member.deliver(log.frame(sequence, record.encoding)) else {
+                    record.position = .lagging(from: sequence)
+                    member.flushIfNeeded()
+                    return
+                }
+                counters.replayed += 1
             }
-            counters.replayed += 1
+            sequence += 1
         }
-        if caughtUp {
-            record.position = .live
-            lagging[ObjectIdentifier(member)] = nil
-            counters.caughtUp += 1
-            member.logger.log(.debug, "socket caught up from the log", [.sequence: "\(log.next)"])
-        } else {
-            record.position = .lagging(from: next)
-        }
+        writeReplies(of: record, upTo: .max)
+        record.position = .live
+        record.floors = [:]
+        lagging[ObjectIdentifier(member)] = nil
+        counters.caughtUp += 1
+        member.logger.log(.debug, "socket caught up from the log", [.sequence: "\(log.next)"])
         member.flushIfNeeded()
+    }
+
+    /// Writes the held-back replies whose place is before the entry `sequence`.
+    private func writeReplies(of record: MemberRecord, upTo sequence: UInt64) {
+        while let reply = record.replies.first, reply.boundary <= sequence {
+            record.member.deliverReply(reply.frame)
+            record.replies.removeFirst()
+        }
     }
 
     /// Drops what left the window and cuts off the members whose position it took.
@@ -234,6 +351,7 @@ final class LoopShard {
 
     private func cut(_ record: MemberRecord) {
         record.position = .cut
+        record.replies = []
         lagging[ObjectIdentifier(record.member)] = nil
         counters.cutOff += 1
         record.member.cutOff()

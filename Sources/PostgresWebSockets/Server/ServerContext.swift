@@ -32,13 +32,15 @@ final class ServerContext: Sendable {
         self.staticFiles = staticFiles
         self.logger = logger
         self.sessionEnvironment = SessionEnvironment(
-            publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger)
+            publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger,
+            verifier: verifier, offsets: hub.offsets)
     }
 
     func makeSession(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> WebSocketSession {
         WebSocketSession(
             id: nextSessionID.wrappingAdd(1, ordering: .relaxed).newValue, grant: pending.authorized.grant,
-            token: pending.authorized.token, admission: pending.admission, shard: shard,
+            token: pending.authorized.token, encoding: pending.authorized.encoding, admission: pending.admission,
+            shard: shard,
             environment: sessionEnvironment)
     }
 

@@ -12,11 +12,13 @@ struct PublishFlow {
         case paused(held: [OutgoingMessage])
     }
 
-    enum Action: Equatable {
+    enum Action {
         case none
         case pauseReading
         case resumeReading
-        case close(CloseReason)
+        /// The database is down and the queue full: these messages were not taken (a raw
+        /// socket is closed with 1013, a `pgws.v1` socket answers each with `unavailable`).
+        case refused([OutgoingMessage])
     }
 
     private(set) var state = State.reading
@@ -42,8 +44,8 @@ struct PublishFlow {
             return pause(holding: [])
         case .notTaken:
             return pause(holding: [message])
-        case .refused(let reason):
-            return .close(reason)
+        case .refused:
+            return .refused([message])
         }
     }
 
@@ -62,9 +64,9 @@ struct PublishFlow {
             case .notTaken:
                 state = .paused(held: held)
                 return .none
-            case .refused(let reason):
+            case .refused:
                 state = .paused(held: [])
-                return .close(reason)
+                return .refused(held)
             }
         }
         state = .reading
@@ -84,7 +86,7 @@ struct PublishFlow {
         case takenButCongested
         /// The queue is full while PostgreSQL is up: hold it and wait.
         case notTaken
-        case refused(CloseReason)
+        case refused
     }
 
     /// The one policy for a submit's answer, for new and held messages alike.
@@ -95,7 +97,7 @@ struct PublishFlow {
         case .accepted: .taken
         case .congested: .takenButCongested
         case .full where databaseUp: .notTaken
-        case .full: .refused(.databaseUnavailable)
+        case .full: .refused
         }
     }
 

@@ -8,57 +8,85 @@ struct SessionEnvironment: Sendable {
     let channels: ChannelSettings
     let limits: Limits
     let logger: Logger
+    /// Checks the tokens of `pgws.v1` refreshes.
+    let verifier: JWTVerifier
+    let offsets: OffsetSpace
 }
 
-/// One open WebSocket, as a channel handler: carries out what its `WebSocketStateMachine`
-/// and `PublishFlow` decide, writes broadcast frames for its shard, and gives its
-/// `Admission` back when the connection ends.
+/// One open WebSocket, raw or `pgws.v1`, as a channel handler: carries out what its
+/// `WebSocketStateMachine` and `PublishFlow` decide, writes what its shard delivers, and gives
+/// its `Admission` and its channels back when the connection ends.
 final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, ShardMember {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
     let id: Int
-    let grant: Grant
-    let readChannels: [ChannelKey]
-    let claimsPrefix: [UInt8]
+    let encoding: FrameEncoding
     let environment: SessionEnvironment
     /// Carries `socket_id` on every line.
     let logger: Logger
+    /// What the token grants; a `pgws.v1` refresh replaces it.
+    var grant: Grant
+    var claims: JSONValue
+    var claimsPrefix: [UInt8]
+    let shard: LoopShard
+    /// The channels this socket holds on its shard (so PostgreSQL LISTENs on them), with what
+    /// it does on each; given back when it stops reading one, and all at teardown.
+    var channels: [ChannelKey: ChannelState] = [:]
+    var machine: WebSocketStateMachine
+    var flow = PublishFlow()
     private let admission: Admission
-    private let shard: LoopShard
-    private var machine: WebSocketStateMachine
-    private var flow = PublishFlow()
-    private var context: ChannelHandlerContext? = nil
+    private(set) var context: ChannelHandlerContext? = nil
     private var needsFlush = false
     /// NIO's queue for this socket is below its watermark (`max-socket-buffer`).
     private var isWritable = true
 
+    enum ChannelState {
+        /// Reads it.
+        case reading
+        /// Waiting for its LISTEN: the `pgws.v1` subscribe requests to answer then, in order,
+        /// and whether an unsubscribe came meanwhile.
+        case subscribing([(ref: JSONValue?, since: String?)], thenUnsubscribe: (ref: JSONValue?, asked: Bool))
+    }
+
     init(
-        id: Int, grant: Grant, token: VerifiedToken, admission: Admission, shard: LoopShard,
+        id: Int, grant: Grant, token: VerifiedToken, encoding: FrameEncoding, admission: Admission, shard: LoopShard,
         environment: SessionEnvironment
     ) {
         self.id = id
         self.grant = grant
-        self.readChannels = admission.readChannels
+        self.claims = token.claims
         self.claimsPrefix = Envelope.claimsPrefix(token.claims)
+        self.encoding = encoding
         self.environment = environment
         self.admission = admission
         self.shard = shard
         var logger = environment.logger
         logger[.socketID] = "\(id)"
         self.logger = logger
+        let maxFrame = environment.limits.maxMessageSize + (encoding == .v1 ? V1Protocol.frameAllowance : 0)
         self.machine = WebSocketStateMachine(
             settings: .init(
                 pingInterval: environment.limits.pingInterval, pongTimeout: environment.limits.pongTimeout,
-                maxMessageSize: environment.limits.maxMessageSize, expiresAt: token.expiresAt),
+                maxMessageSize: maxFrame, expiresAt: token.expiresAt),
             now: .now())
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         shard.add(self)
+        for key in admission.takeChannels() {
+            channels[key] = .reading
+            if encoding == .v1 {
+                shard.subscribe(self, to: key, reply: subscribedReply(channel: key.name, ref: nil, since: nil))
+            } else {
+                shard.subscribe(self, to: key)
+            }
+        }
         sendMetaEvent(.connectionOpen)
-        logger.log(.debug, "socket opened", [.channels: "\(grant.channelList)", .mode: "\(grant.mode)"])
+        logger.log(
+            .debug, "socket opened",
+            [.channels: "\(grant.channelList)", .mode: "\(grant.mode)", .event: "\(encoding)"])
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -74,10 +102,12 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     private func teardown() {
         guard machine.connectionClosed() else { return }
         shard.remove(self)
+        shard.release(Array(channels.keys))
+        channels = [:]
         for message in flow.takeHeld() { environment.publisher.submitEvent(message, lane: id) }
         admission.giveBack()
         sendMetaEvent(.connectionClose)
-        logger.debug("socket closed")
+        logger.log(.debug, "socket closed", [:])
     }
 
     // MARK: - Frames from the client
@@ -89,7 +119,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch error {
         case NIOWebSocketError.invalidFrameLength:
-            perform(machine.fail(.messageTooBig(limit: environment.limits.maxMessageSize)))
+            perform(machine.fail(.messageTooBig(limit: machine.settings.maxMessageSize)))
         case NIOWebSocketError.fragmentedControlFrame, NIOWebSocketError.multiByteControlFrameLength:
             perform(machine.fail(.protocolError("invalid control frame")))
         default:
@@ -105,7 +135,11 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         case .none:
             break
         case .deliver(let message):
-            received(message: message)
+            guard isValidUTF8(message.readableBytesView) else { return close(.invalidUTF8) }
+            switch encoding {
+            case .v1: receivedRequest(message)
+            case .raw, .sse: received(message: message)
+            }
         case .sendPong(let data):
             let pong = WebSocketFrames.frame(opcode: .pong, payload: data, allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
@@ -120,7 +154,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
             let channel = context.channel
             writeClose(reason, context: context).whenComplete { _ in channel.close(promise: nil) }
         case .drop(let why):
-            if let why { logger.info("\(why)") }
+            if let why { logger.log(.info, "\(why)", [:]) }
             context.close(promise: nil)
         }
     }
@@ -149,9 +183,10 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         return true
     }
 
-    func cutOff() {
-        logger.log(.debug, "socket fell out of the delivery window", [.closeCode: "\(CloseReason.tooSlow.code)"])
-        close(.tooSlow)
+    func deliverReply(_ frame: ByteBuffer) {
+        guard machine.isOpen, let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        needsFlush = true
     }
 
     func flushIfNeeded() {
@@ -160,27 +195,17 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         context.flush()
     }
 
+    func cutOff() {
+        logger.log(.debug, "socket fell out of the delivery window", [.closeCode: "\(CloseReason.tooSlow.code)"])
+        close(.tooSlow)
+    }
+
     func tick(now: NIODeadline, wallClock: Double) {
         perform(machine.tick(now: now, wallClock: wallClock))
     }
 
     func resumeIfPaused() {
         perform(flow.relieved(databaseUp: environment.publisher.isDatabaseUp, submit: submit))
-    }
-
-    private func perform(_ action: PublishFlow.Action) {
-        switch action {
-        case .none:
-            break
-        case .pauseReading:
-            _ = context?.channel.setOption(.autoRead, value: false)
-        case .resumeReading:
-            guard let context else { return }
-            _ = context.channel.setOption(.autoRead, value: true)
-            context.read()
-        case .close(let reason):
-            close(reason)
-        }
     }
 
     func shutDown() {
@@ -198,43 +223,39 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         context.fireChannelWritabilityChanged()
     }
 
-    // MARK: - Publishing
+    // MARK: - Publishing (both protocols)
 
-    /// A complete text message from the client: one NOTIFY per channel (plus audit copies).
-    private func received(message: ByteBuffer) {
-        let limits = environment.limits
-        guard grant.mode.contains(.write) else { return close(.readOnly) }
-        guard message.readableBytes <= limits.maxMessageSize else {
-            return close(.messageTooBig(limit: limits.maxMessageSize))
-        }
-        guard isValidUTF8(message.readableBytesView) else { return close(.invalidUTF8) }
-        let deliveredAt = UniqueTimestamps.shared.next()
-        let settings = environment.channels
-        let audit = settings.auditChannel
-        var notifications: [(channel: String, payload: [UInt8])] = []
-        notifications.reserveCapacity(grant.channels.count * (audit == nil ? 1 : 2))
-        let fits = message.withUnsafeReadableBytes { payload -> Bool in
-            for channel in grant.channels {
-                let envelope = Envelope.encode(
-                    event: .websocketMessage, channel: channel, payload: payload,
-                    claimsPrefix: claimsPrefix, deliveredAtMicroseconds: deliveredAt)
-                guard envelope.count <= Envelope.maxPayloadBytes else { return false }
-                notifications.append((settings.notifyChannel(for: channel), envelope))
-                if let audit { notifications.append((audit, envelope)) }
-            }
-            return true
-        }
-        guard fits else { return close(.envelopeTooBig) }
-        let sender = RejectionHandle(session: self, eventLoop: context!.eventLoop)
-        let outgoing = OutgoingMessage(notifications: notifications, sender: sender)
-        perform(flow.offer(outgoing, databaseUp: environment.publisher.isDatabaseUp, submit: submit))
-    }
-
-    private func submit(_ message: OutgoingMessage) -> SubmitResult {
+    func submit(_ message: OutgoingMessage) -> SubmitResult {
         environment.publisher.submit(message, lane: id)
     }
 
-    private func sendMetaEvent(_ event: Envelope.Event) {
+    /// Offers a client message to the notifier, pausing or resuming reading as it answers.
+    func publish(_ message: OutgoingMessage) {
+        perform(flow.offer(message, databaseUp: environment.publisher.isDatabaseUp, submit: submit))
+    }
+
+    private func perform(_ action: PublishFlow.Action) {
+        switch action {
+        case .none:
+            break
+        case .pauseReading:
+            _ = context?.channel.setOption(.autoRead, value: false)
+        case .resumeReading:
+            guard let context else { return }
+            _ = context.channel.setOption(.autoRead, value: true)
+            context.read()
+        case .refused(let messages):
+            switch encoding {
+            case .v1:
+                for message in messages {
+                    (message.sender as? V1PublishHandle)?.notTaken()
+                }
+            case .raw, .sse: close(.databaseUnavailable)
+            }
+        }
+    }
+
+    func sendMetaEvent(_ event: Envelope.Event) {
         guard let meta = environment.channels.metaChannel else { return }
         let envelope = Envelope.encode(
             event: event, channel: meta, payload: grant.channels.joined(separator: ","),
@@ -247,22 +268,20 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         environment.publisher.submitEvent(OutgoingMessage(notifications: [notification], sender: nil), lane: id)
     }
 
-    fileprivate func rejectedByDatabase(reason: String) {
-        close(.rejectedByDatabase(reason))
+    /// This session, for code on other threads (database threads, the listener's callbacks)
+    /// that must come back to its loop.
+    var handle: SessionHandle {
+        SessionHandle(session: NIOLoopBound(self, eventLoop: shard.eventLoop))
     }
 }
 
-/// Lets a database thread close the socket whose message PostgreSQL refused.
-private struct RejectionHandle: MessageSender {
+struct SessionHandle: Sendable {
     let session: NIOLoopBound<WebSocketSession>
 
-    init(session: WebSocketSession, eventLoop: any EventLoop) {
-        self.session = NIOLoopBound(session, eventLoop: eventLoop)
-    }
-
-    func messageRejected(reason: String) {
+    /// Runs `body` with the session, on its event loop, in a later turn.
+    func onLoop(_ body: @escaping @Sendable (WebSocketSession) -> Void) {
         let session = self.session
-        session.eventLoop.execute { session.value.rejectedByDatabase(reason: reason) }
+        session.eventLoop.execute { body(session.value) }
     }
 }
 

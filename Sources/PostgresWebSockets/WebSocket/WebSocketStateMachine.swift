@@ -49,7 +49,7 @@ struct WebSocketStateMachine {
         case drop(why: String?)
     }
 
-    let settings: Settings
+    private(set) var settings: Settings
     private(set) var state = State.open(fragments: nil, ping: .idle)
     private var lastInbound: NIODeadline
 
@@ -176,6 +176,11 @@ struct WebSocketStateMachine {
         case .dropping, .closed:
             return .none
         }
+    }
+
+    /// A `pgws.v1` refresh: the new token's `exp` replaces the old one.
+    mutating func tokenRefreshed(expiresAt: Double?) {
+        settings.expiresAt = expiresAt
     }
 
     /// The ping left the server (its write completed).

@@ -1,0 +1,183 @@
+import NIOCore
+
+/// The structured protocol `pgws.v1`: channels subscribed and left at will, publishes
+/// confirmed after the commit, resume from an offset, token refresh, errors tied to `ref`.
+extension WebSocketSession {
+    func receivedRequest(_ message: ByteBuffer) {
+        let frame = V1Protocol.parse(Array(message.readableBytesView))
+        switch frame.request {
+        case .failure(let failure):
+            reply(V1Protocol.error(failure, ref: frame.ref))
+        case .success(.subscribe(let channel, let since, _)):
+            subscribe(channel, since: since, ref: frame.ref)
+        case .success(.unsubscribe(let channel)):
+            unsubscribe(channel, ref: frame.ref)
+        case .success(.publish(let channel, let payload)):
+            publish(channel, payload: payload, ref: frame.ref)
+        case .success(.refresh(let token)):
+            refresh(token, ref: frame.ref)
+        case .success(.presence):
+            reply(
+                V1Protocol.error(
+                    V1Protocol.Failure(.unavailable, "presence is not enabled on this server"), ref: frame.ref))
+        }
+    }
+
+    /// Replies go through the shard, which writes them after what it still holds back.
+    func reply(_ frame: ByteBuffer) {
+        shard.send(frame, to: self)
+    }
+
+    func subscribedReply(channel: String, ref: JSONValue?, since: String?) -> (UInt64?, Bool) -> ByteBuffer {
+        let offsets = environment.offsets
+        return { last, recovered in
+            V1Protocol.subscribed(
+                channel: channel, offset: last.map(offsets.offset), recovered: since != nil && recovered, ref: ref)
+        }
+    }
+
+    // MARK: - Subscriptions
+
+    private func subscribe(_ channel: String, since: String?, ref: JSONValue?) {
+        guard grant.mode.contains(.read) else {
+            return reply(V1Protocol.error(.init(.forbidden, "the token's mode does not read"), ref: ref))
+        }
+        guard grant.allows(channel) else {
+            return reply(V1Protocol.error(.init(.forbidden, "channel not allowed by JWT"), ref: ref))
+        }
+        let key = ChannelKey(channel)
+        switch channels[key] {
+        case .reading?:
+            subscribeNow(key, since: since, ref: ref)
+        case .subscribing(var waiting, let then)?:
+            waiting.append((ref, since))
+            channels[key] = .subscribing(waiting, thenUnsubscribe: then)
+        case nil:
+            channels[key] = .subscribing([(ref, since)], thenUnsubscribe: (nil, false))
+            let handle = self.handle
+            shard.hold([key]) { handle.onLoop { $0.listening(key) } }
+        }
+    }
+
+    /// PostgreSQL LISTENs on `key` (or the database is down): answer the subscriptions.
+    private func listening(_ key: ChannelKey) {
+        guard machine.isOpen, case .subscribing(let waiting, let then)? = channels[key] else { return }
+        channels[key] = .reading
+        for request in waiting {
+            subscribeNow(key, since: request.since, ref: request.ref)
+        }
+        if then.asked { unsubscribe(key.name, ref: then.ref) }
+    }
+
+    private func subscribeNow(_ key: ChannelKey, since: String?, ref: JSONValue?) {
+        let sequence = since.flatMap { environment.offsets.sequence(of: $0[...]) }
+        shard.subscribe(
+            self, to: key, since: sequence, reply: subscribedReply(channel: key.name, ref: ref, since: since))
+    }
+
+    private func unsubscribe(_ channel: String, ref: JSONValue?, reason: String? = nil) {
+        let key = ChannelKey(channel)
+        switch channels[key] {
+        case .reading?:
+            shard.unsubscribe(self, from: key)
+            shard.release([key])
+            channels[key] = nil
+            reply(V1Protocol.unsubscribed(channel: channel, ref: ref, reason: reason))
+        case .subscribing(let waiting, _)?:
+            channels[key] = .subscribing(waiting, thenUnsubscribe: (ref, true))
+        case nil:
+            reply(V1Protocol.error(.init(.notFound, "not subscribed to \(JWTVerifier.printable(channel))"), ref: ref))
+        }
+    }
+
+    // MARK: - Publishing
+
+    private func publish(_ channel: String, payload: String, ref: JSONValue?) {
+        let limits = environment.limits
+        guard grant.mode.contains(.write) else {
+            return reply(V1Protocol.error(.init(.forbidden, "the token's mode does not write"), ref: ref))
+        }
+        guard grant.allows(channel) else {
+            return reply(V1Protocol.error(.init(.forbidden, "channel not allowed by JWT"), ref: ref))
+        }
+        guard payload.utf8.count <= limits.maxMessageSize else {
+            return reply(
+                V1Protocol.error(.init(.tooLarge, "payload exceeds \(limits.maxMessageSize) bytes"), ref: ref))
+        }
+        let envelope = Envelope.encode(
+            event: .websocketMessage, channel: channel, payload: payload, claimsPrefix: claimsPrefix,
+            deliveredAtMicroseconds: UniqueTimestamps.shared.next())
+        guard envelope.count <= Envelope.maxPayloadBytes else {
+            return reply(
+                V1Protocol.error(
+                    .init(.tooLarge, "the envelope exceeds PostgreSQL's \(Envelope.maxPayloadBytes)-byte NOTIFY limit"),
+                    ref: ref))
+        }
+        let settings = environment.channels
+        var notifications = [(settings.notifyChannel(for: channel), envelope)]
+        if let audit = settings.auditChannel { notifications.append((audit, envelope)) }
+        var message = OutgoingMessage(
+            notifications: notifications, sender: V1PublishHandle(handle: handle, channel: channel, ref: ref))
+        message.confirms = true
+        publish(message)
+    }
+
+    // MARK: - Refresh
+
+    private func refresh(_ token: String, ref: JSONValue?) {
+        let verified: VerifiedToken
+        do {
+            verified = try environment.verifier.verify(Substring(token), now: WallClock.seconds())
+        } catch {
+            return reply(V1Protocol.error(.init(.unauthorized, error.reason), ref: ref))
+        }
+        let newGrant: Grant
+        do {
+            newGrant = try Grant.authorize(claims: verified.claims, requestedChannel: nil, openNothing: true)
+        } catch {
+            return reply(V1Protocol.error(.init(.forbidden, error.reason), ref: ref))
+        }
+        grant = Grant(mode: newGrant.mode, channels: grant.channels, claimedChannels: newGrant.claimedChannels)
+        claims = verified.claims
+        claimsPrefix = Envelope.claimsPrefix(verified.claims)
+        machine.tokenRefreshed(expiresAt: verified.expiresAt)
+        for key in Array(channels.keys) where !(grant.mode.contains(.read) && grant.allows(key.name)) {
+            if case .subscribing(let waiting, _)? = channels[key] {
+                channels[key] = .subscribing(waiting, thenUnsubscribe: (nil, true))
+                continue
+            }
+            unsubscribe(key.name, ref: nil, reason: "the refreshed token does not grant it")
+        }
+        reply(V1Protocol.refreshed(exp: verified.expiresAt, claims: verified.claims, ref: ref))
+    }
+}
+
+/// A `pgws.v1` publish, as the notifier reports it back: `published` after the commit, an
+/// `error` when PostgreSQL refused it or the queue could not take it.
+struct V1PublishHandle: MessageSender {
+    let handle: SessionHandle
+    let channel: String
+    let ref: JSONValue?
+
+    func messageCommitted() {
+        let (channel, ref) = (self.channel, self.ref)
+        handle.onLoop { $0.reply(V1Protocol.published(channel: channel, offset: nil, ref: ref)) }
+    }
+
+    func messageRejected(reason: String) {
+        let ref = self.ref
+        handle.onLoop {
+            $0.reply(V1Protocol.error(.init(.badRequest, "rejected by PostgreSQL: \(reason)"), ref: ref))
+        }
+    }
+
+    /// The database is down and the queue towards it full.
+    func notTaken() {
+        let ref = self.ref
+        handle.onLoop {
+            $0.reply(
+                V1Protocol.error(
+                    .init(.unavailable, "the database is unreachable and the queue towards it is full"), ref: ref))
+        }
+    }
+}
