@@ -54,17 +54,26 @@ async function resume() {
   const c = new Checks("resume");
   const channel = params.channel + "-resume";
   const count = params.count ?? 150;
-  const reader = client(params.rw);
+  // A reconnect delay of 0.5 to 1 s: the writer publishes a good many messages meanwhile,
+  // which can only come back as a replay.
+  const reader = client(params.rw, { reconnect: { initialDelay: 1000, maxDelay: 2000 } });
   const numbers = [];
   const states = [];
   const resubscribed = [];
   let offsetWhenLost;
+  let resuming = false;
+  let replayed = 0;
   reader.on("state", (event) => {
     states.push(event.state);
     if (event.state === "reconnecting" && offsetWhenLost === undefined) offsetWhenLost = reader.offset(channel);
+    if (event.state === "open" && event.resumed) resuming = true;
   });
   reader.on("subscribed", (event) => {
     if (event.resubscribe) resubscribed.push(event);
+    resuming = false;
+  });
+  reader.on("message", () => {
+    if (resuming) replayed += 1;
   });
   await reader.subscribe(channel, (message) => {
     const text = innerPayload(message.payload);
@@ -90,6 +99,8 @@ async function resume() {
   c.check("resubscribed once", resubscribed.length === 1, resubscribed);
   c.check("since = offset of the last message before the drop", resubscribed[0]?.since === offsetWhenLost && typeof offsetWhenLost === "string", { since: resubscribed[0]?.since, offsetWhenLost });
   c.check("recovered: true", resubscribed[0]?.recovered === true, resubscribed[0]);
+  c.check("missed messages came as a replay before subscribed", replayed >= 1, { replayed });
+  c.checks.replayed = replayed;
   const inOrder = numbers.length === count && numbers.every((n, i) => n === i + 1);
   c.check("every message exactly once, in order", inOrder, { received: numbers.length, firstWrong: numbers.findIndex((n, i) => n !== i + 1) });
   return c;

@@ -55,7 +55,12 @@ function innerPayload(payload) {
  */
 async function startRelay(target) {
   const pairs = new Set();
+  let refusing = false;
   const server = createServer((inbound) => {
+    if (refusing) {
+      inbound.destroy();
+      return;
+    }
     const outbound = createConnection({ host: target.hostname, port: Number(target.port) });
     const pair = { inbound, outbound };
     pairs.add(pair);
@@ -74,6 +79,10 @@ async function startRelay(target) {
     url: `ws://127.0.0.1:${server.address().port}/`,
     get connections() {
       return pairs.size;
+    },
+    /** While refusing, new connections are cut at once (the client's attempts fail before opening). */
+    set refusing(value) {
+      refusing = value;
     },
     drop() {
       for (const { inbound, outbound } of pairs) {
@@ -131,11 +140,21 @@ try {
   const states = [];
   const subscribedEvents = [];
   let offsetWhenLost;
+  let resuming = false;
+  let replayed = 0;
   resumer.on("state", (event) => {
     states.push(event.state);
     if (event.state === "reconnecting" && offsetWhenLost === undefined) offsetWhenLost = resumer.offset(resumeChannel);
+    if (event.state === "open" && event.resumed) resuming = true;
   });
-  resumer.on("subscribed", (event) => subscribedEvents.push(event));
+  resumer.on("subscribed", (event) => {
+    subscribedEvents.push(event);
+    resuming = false;
+  });
+  // Messages between the reopened socket and its `subscribed` reply are the replay.
+  resumer.on("message", () => {
+    if (resuming) replayed += 1;
+  });
   const resumeChannel = channel + "-resume";
   await resumer.subscribe(resumeChannel, (message) => {
     const text = innerPayload(message.payload);
@@ -151,8 +170,14 @@ try {
     }
   })();
   await waitFor("a third of the messages before the cut", () => numbers.length >= count / 3);
+  // Cut, and keep the way back closed until the writer has published 20 more: the reader's
+  // attempts fail meanwhile, and what it missed can only come back as a replay.
+  relay.refusing = true;
   relay.drop();
   const afterCut = numbers.length;
+  const sentAtCut = sent;
+  await waitFor("20 messages published during the cut", () => sent >= Math.min(count, sentAtCut + 20));
+  relay.refusing = false;
   await writing;
   await waitFor("every numbered message", () => numbers.length >= count, 30000);
   await sleep(200); // duplicates, if any, would come now
@@ -163,6 +188,8 @@ try {
   check("since = offset of the last message before the cut", resubscribed[0]?.since === offsetWhenLost, { since: resubscribed[0]?.since, offsetWhenLost });
   check("recovered: true", resubscribed[0]?.recovered === true, resubscribed[0]);
   check("recovered() getter", resumer.recovered(resumeChannel) === true);
+  check("missed messages came as a replay before subscribed", replayed >= 1, { replayed });
+  checks.replayed = replayed;
   const expected = Array.from({ length: count }, (_, i) => i + 1);
   const inOrder = numbers.length === count && numbers.every((n, i) => n === expected[i]);
   check("every message exactly once, in order", inOrder, { received: numbers.length, firstWrong: numbers.findIndex((n, i) => n !== i + 1) });
