@@ -45,7 +45,7 @@ import Testing
                     "--channel", uniqueChannel("js-node"),
                     "--rw", TestTokens.mint(mode: "rw"),
                     "--r", TestTokens.mint(mode: "r"),
-                    "--count", "200",
+                    "--count", "200", "--scale", "\(patience(1))",
                 ], in: Self.clientDirectory, timeout: 120)
             #expect(result.ok, "\(result)")
             #expect(result.checks["recovered: true"] == .bool(true))
@@ -67,6 +67,7 @@ import Testing
                     "--rw", TestTokens.mint(mode: "rw"),
                     "--short", TestTokens.mint(mode: "r", exp: now + patience(15)),
                     "--fresh", TestTokens.mint(mode: "r", exp: now + 3600),
+                    "--timeout", "\(patience(90))", "--scale", "\(patience(1))",
                 ], in: Self.clientDirectory, timeout: 150)
             #expect(result.ok, "\(result)")
             #expect(server.log.records(with: [.closeCode: "3001"]).isEmpty, "a socket was closed at its token's exp")
@@ -85,7 +86,7 @@ import Testing
             let result = try await ChildProcess.runJSON(
                 [
                     "python3", "test/demo.py", "--url", "http://127.0.0.1:\(server.port)/",
-                    "--channel", uniqueChannel("demo"),
+                    "--channel", uniqueChannel("demo"), "--scale", "\(patience(1))",
                 ], in: Self.clientDirectory, timeout: 150)
             #expect(result.ok, "\(result)")
         }

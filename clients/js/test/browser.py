@@ -28,10 +28,12 @@ def main() -> int:
     parser.add_argument("--fresh", required=True)
     parser.add_argument("--count", type=int, default=150)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument("--timeout", type=float, default=90)
+    parser.add_argument("--timeout", type=float, default=90, help="seconds for the whole page")
+    parser.add_argument("--scale", type=float, default=1, help="stretches the page's waits")
     args = parser.parse_args()
 
-    params = {"channel": args.channel, "rw": args.rw, "short": args.short, "fresh": args.fresh, "count": args.count}
+    params = {"channel": args.channel, "rw": args.rw, "short": args.short, "fresh": args.fresh, "count": args.count,
+              "scale": args.scale}
     # The fragment never reaches the server (nor its log).
     page_url = args.url + "#" + urllib.parse.quote(json.dumps(params))
     console: list[str] = []

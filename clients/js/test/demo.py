@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--channel", required=True)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--scale", type=float, default=1, help="stretches every wait")
     args = parser.parse_args()
 
     checks: dict[str, bool] = {}
@@ -47,7 +48,7 @@ def main() -> int:
                 browser = playwright.chromium.launch(
                     executable_path=args.chromium, args=["--no-sandbox"], headless=True)
                 page = browser.new_page()
-                page.set_default_timeout(15000)
+                page.set_default_timeout(15000 * args.scale)
                 page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
                 page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
                 page.goto(args.url)
@@ -114,9 +115,9 @@ def main() -> int:
 
                 # A token that expires without refresh: the close shows the server's reason only.
                 page.uncheck("#refresh")
-                page.fill("#expiry", "0.05")
+                page.fill("#expiry", str(0.1 * args.scale))  # minutes: 6 s, more under ThreadSanitizer
                 page.click("#connect")
-                page.wait_for_selector(f'{CHANNEL_PANE} .state[data-kind="closed"]', timeout=20000)
+                page.wait_for_selector(f'{CHANNEL_PANE} .state[data-kind="closed"]', timeout=20000 * args.scale)
                 closed = state(CHANNEL_PANE).text_content()
                 check("close shows the server's reason", closed.startswith("closed: JWT expired"), closed)
                 check("no list of generic causes", "the JWT expired" not in closed and "1006" not in closed, closed)

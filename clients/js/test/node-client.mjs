@@ -2,7 +2,8 @@
 // (Tests/IntegrationTests/JavaScriptClientTests.swift), which starts the server and mints
 // the tokens:
 //   node --experimental-websocket node-client.mjs --url ws://127.0.0.1:PORT/ --channel C \
-//     --rw TOKEN(mode rw) --r TOKEN(mode r) [--count 200]
+//     --rw TOKEN(mode rw) --r TOKEN(mode r) [--count 200] [--scale 1]
+// (--scale stretches every wait: the Swift side passes 3 under ThreadSanitizer)
 // Prints one JSON line {"ok":..., "checks":{...}, "failures":[...]} and exits 0 when ok.
 import { createConnection, createServer } from "node:net";
 import { PgwsClient } from "../pgws.js";
@@ -16,6 +17,7 @@ for (const name of ["url", "channel", "rw", "r"]) {
   }
 }
 const count = Number(args.count ?? 200);
+const scale = Number(args.scale ?? 1);
 const channel = args.channel;
 
 const checks = {};
@@ -32,7 +34,7 @@ function waitFor(what, condition, timeout = 20000) {
     const started = Date.now();
     const poll = () => {
       if (condition()) return resolve();
-      if (Date.now() - started > timeout) return reject(new Error(`timed out waiting for ${what}`));
+      if (Date.now() - started > timeout * scale) return reject(new Error(`timed out waiting for ${what}`));
       setTimeout(poll, 10);
     };
     poll();
@@ -179,7 +181,8 @@ try {
   await waitFor("20 messages published during the cut", () => sent >= Math.min(count, sentAtCut + 20));
   relay.refusing = false;
   await writing;
-  await waitFor("every numbered message", () => numbers.length >= count, 30000);
+  // On a timeout the checks below say what came and what did not.
+  await waitFor("every numbered message", () => numbers.length >= count, 30000).catch(() => {});
   await sleep(200); // duplicates, if any, would come now
   const resubscribed = subscribedEvents.filter((event) => event.resubscribe);
   check("reconnected", states.includes("reconnecting") && states.at(-1) === "open", states);
@@ -192,7 +195,11 @@ try {
   checks.replayed = replayed;
   const expected = Array.from({ length: count }, (_, i) => i + 1);
   const inOrder = numbers.length === count && numbers.every((n, i) => n === expected[i]);
-  check("every message exactly once, in order", inOrder, { received: numbers.length, firstWrong: numbers.findIndex((n, i) => n !== i + 1) });
+  const firstWrong = numbers.findIndex((n, i) => n !== i + 1);
+  check("every message exactly once, in order", inOrder, {
+    received: numbers.length, firstWrong, around: numbers.slice(Math.max(0, firstWrong - 3), firstWrong + 3),
+    states, resubscribed, afterCut, replayed,
+  });
   checks.cutAfter = afterCut;
   checks.resubscribeSince = resubscribed[0]?.since ?? null;
 } catch (error) {
