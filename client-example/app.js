@@ -1,7 +1,9 @@
-// Demo client for postgres-websockets. Plain browser JavaScript: no framework, no build
-// step, and no network requests other than WebSockets to the server that served the page.
-// Everything received is inserted with textContent, never parsed as HTML.
-'use strict';
+// Demo page for postgres-websockets, on the structured protocol pgws.v1 through the
+// JavaScript client (pgws.js, a copy of clients/js/pgws.js: the server serves only this
+// folder). Plain browser JavaScript: no framework, no build step, and no network requests
+// other than to the server that served the page. Everything received is inserted with
+// textContent, never parsed as HTML.
+import { PgwsClient, decodeClaims } from './pgws.js';
 
 /** The test-only secret of sample.conf. A real page never knows the server's secret. */
 const DEMO_SECRET = 'auwhfdnskjhewfi34uwehdlaehsfkuaeiskjnfduierhfsiweskjcnzeiluwhskdewishdnpwe';
@@ -12,21 +14,23 @@ const META_CHANNEL = 'server-info';
 const MAX_ENTRIES = 300;
 /** PostgreSQL identifiers hold at most 63 bytes. */
 const MAX_CHANNEL_BYTES = 63;
+/** Tokens minted here carry this tab's id as a claim, so the page knows its own messages when they come back. */
+const TAB_ID = Math.random().toString(36).slice(2, 8);
 
-/** What the close codes the server uses mean. */
+/** What a close code means, for a close that came without a reason. */
 const CLOSE_MEANINGS = {
   1000: 'normal closure',
   1001: 'going away: the server is shutting down, or the socket stopped answering pings',
   1002: 'protocol error',
-  1003: 'binary messages are not supported',
   1005: 'closed without a status code',
-  1006: 'connection lost or refused before it opened: bad or expired token, channel not allowed, too many connections, or server not reachable (the server log says which)',
-  1007: 'the message was not valid UTF-8',
-  1008: 'policy violation: a write on a read-only socket, a client too slow to read, or a message PostgreSQL refused',
+  1006: 'connection lost, or refused before it opened (bad or expired token, channel not allowed, too many connections, server not reachable: the server log says which)',
+  1007: 'a message was not valid UTF-8',
+  1008: 'policy violation',
   1009: 'message too large',
   1011: 'server error',
   1013: 'database unavailable, try again later',
   3001: 'the JWT expired',
+  3003: 'disconnected by an operator',
 };
 
 const utf8 = new TextEncoder();
@@ -65,21 +69,9 @@ async function mintToken(claims) {
   return signingInput + '.' + base64url(new Uint8Array(signature));
 }
 
-/** The claims of a token pasted by the person, or null when they cannot be read. */
-function decodeClaims(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const binary = atob(part + '='.repeat((4 - part.length % 4) % 4));
-    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
-    return claims !== null && typeof claims === 'object' && !Array.isArray(claims) ? claims : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Claims for a socket: mode, channel and, when `minutes` is a positive number, exp. */
+/** Claims for a socket: mode, channel, this tab, and, when `minutes` is a number, exp. */
 function makeClaims(mode, channel, minutes, nowSeconds) {
-  const claims = { mode, channel };
+  const claims = { mode, channel, tab: TAB_ID };
   if (minutes !== null) claims.exp = Math.floor(nowSeconds + minutes * 60);
   return claims;
 }
@@ -109,14 +101,16 @@ function parseMinutes(text) {
 // ---------------------------------------------------------------------------
 // Messages
 
-/** `wss://` on an https page, `ws://` otherwise; the channel is percent-encoded. */
-function socketURL(channel, token, loc) {
-  const scheme = loc.protocol === 'https:' ? 'wss://' : 'ws://';
-  return scheme + loc.host + '/' + encodeURIComponent(channel) + '/' + token;
+/** The server's root as a WebSocket URL: the client subscribes itself (pgws.v1). */
+function serverURL(loc) {
+  return (loc.protocol === 'https:' ? 'wss://' : 'ws://') + loc.host + '/';
 }
 
-function describeClose(code) {
-  return CLOSE_MEANINGS[code] || (code >= 4000 ? 'application-defined code' : 'unknown code');
+/** The server's reason first; the generic meaning of the code only when there is none. */
+function describeClose(code, reason) {
+  if (reason) return code ? `${reason} (${code})` : reason;
+  if (code === null || code === undefined) return 'closed';
+  return `${code}: ` + (CLOSE_MEANINGS[code] || (code >= 4000 ? 'application-defined code' : 'unknown code'));
 }
 
 /**
@@ -161,6 +155,10 @@ function sqlString(text) {
   return "'" + text.replace(/'/g, "''") + "'";
 }
 
+function formatTime(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString(undefined, { hour12: false });
+}
+
 // ---------------------------------------------------------------------------
 // The page
 
@@ -177,6 +175,20 @@ function timeElement(date) {
     String(date.getMilliseconds()).padStart(3, '0'));
   node.dateTime = date.toISOString();
   return node;
+}
+
+function channelTag(channel) {
+  return element('span', 'channel', channel);
+}
+
+function offsetTag(offset) {
+  const node = element('span', 'offset', offset);
+  node.title = 'offset: the client sends the last one it got as "since" when it resubscribes';
+  return node;
+}
+
+function payloadElement(text) {
+  return text === '' ? element('p', 'payload empty', '(empty payload)') : element('p', 'payload', text);
 }
 
 /** One pane: a state line and a bounded log of entries. */
@@ -200,108 +212,92 @@ class Pane {
     if (atBottom) this.log.scrollTop = this.log.scrollHeight;
   }
 
-  addMessage(data) {
+  /** A line about the connection itself (switched channel, reconnected, token refreshed). */
+  addNote(text, kind = 'info') {
+    const entry = element('li', 'entry note');
+    entry.dataset.kind = kind;
+    entry.append(element('p', null, text));
+    this.add(entry);
+  }
+
+  /** A `message` frame: tagged with its channel and offset. */
+  addMessage(message) {
     const receivedAt = new Date();
     const entry = element('li', 'entry');
+    entry.dataset.channel = message.channel;
     const head = element('p', 'entry-head');
-    if (typeof data !== 'string') {
-      head.append(element('span', 'event raw', 'binary'), ' ', timeElement(receivedAt));
-      entry.append(head, element('p', 'payload empty', '(binary message)'));
-      this.add(entry);
-      return;
-    }
-    const envelope = parseEnvelope(data);
+    const envelope = parseEnvelope(message.payload);
     if (envelope) {
-      head.append(element('span', 'event', envelope.event));
-      if (envelope.channel !== null) head.append(' ', element('span', 'channel', envelope.channel));
+      head.append(element('span', 'event', envelope.event), ' ', channelTag(message.channel));
+      if (message.offset !== null) head.append(' ', offsetTag(message.offset));
       head.append(' ', timeElement(envelope.deliveredAt || receivedAt));
       entry.append(head, payloadElement(envelope.payload));
       if (envelope.claims) entry.append(element('p', 'claims', 'claims ' + JSON.stringify(envelope.claims)));
       const details = element('details', 'raw-text');
-      details.append(element('summary', null, 'envelope'), element('pre', null, data));
+      details.append(element('summary', null, 'envelope'), element('pre', null, message.payload));
       entry.append(details);
     } else {
-      head.append(element('span', 'event raw', 'NOTIFY'), ' ', element('span', 'kind', 'raw payload'), ' ',
-        timeElement(receivedAt));
-      entry.append(head, payloadElement(data));
+      head.append(element('span', 'event raw', 'NOTIFY'), ' ', channelTag(message.channel));
+      if (message.offset !== null) head.append(' ', offsetTag(message.offset));
+      head.append(' ', element('span', 'kind', 'raw payload'), ' ', timeElement(receivedAt));
+      entry.append(head, payloadElement(message.payload));
     }
     this.add(entry);
   }
 
-  addSent(text) {
+  /** What this page publishes: one entry, pending until the server answers. */
+  addPublish(text, channel) {
     const entry = element('li', 'entry sent');
+    entry.dataset.channel = channel;
+    entry.dataset.status = 'pending';
     const head = element('p', 'entry-head');
-    head.append(element('span', 'event', 'you sent'), ' ', timeElement(new Date()));
-    entry.append(head, payloadElement(text));
+    const status = element('span', 'status', 'sending…');
+    const offset = element('span', 'offset-slot');
+    head.append(element('span', 'event', 'you'), ' ', channelTag(channel), ' ', status, ' ', offset, ' ',
+      timeElement(new Date()));
+    const detail = element('p', 'status-detail');
+    entry.append(head, payloadElement(text), detail);
     this.add(entry);
+    return {
+      text,
+      channel,
+      /** The server answered `published`: PostgreSQL committed the NOTIFY. */
+      confirm(reply) {
+        entry.dataset.status = 'confirmed';
+        status.textContent = 'confirmed';
+        status.title = 'the server answered "published": PostgreSQL committed the NOTIFY';
+        if (reply.offset !== undefined && reply.offset !== null) offset.replaceChildren(offsetTag(reply.offset));
+      },
+      /** The server refused it (`error`), or the answer was lost with the connection. */
+      refuse(error) {
+        entry.dataset.status = 'refused';
+        if (error.code === 'disconnected') {
+          status.textContent = 'unconfirmed';
+          detail.textContent = 'The connection was lost before the server answered: it may or may not have been published.';
+        } else {
+          status.textContent = 'refused';
+          detail.textContent = `${error.code}: ${error.reason}`;
+        }
+      },
+      /** The message came back on the channel (read modes): its offset. */
+      echoed(message) {
+        if (message.offset !== null) offset.replaceChildren(offsetTag(message.offset));
+        entry.dataset.echoed = 'true';
+      },
+    };
   }
 }
 
-function payloadElement(text) {
-  return text === '' ? element('p', 'payload empty', '(empty payload)') : element('p', 'payload', text);
-}
-
-/** One WebSocket shown in a pane. Events of a replaced socket are ignored. */
-class Link {
-  constructor(pane, onChange) {
-    this.pane = pane;
-    this.onChange = onChange || (() => {});
-    this.socket = null;
-    this.mode = null;
-  }
-
-  get isOpen() {
-    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
-  }
-
-  connect(channel, token, mode) {
-    this.detach();
-    let socket;
-    try {
-      socket = new WebSocket(socketURL(channel, token, window.location));
-    } catch (error) {
-      this.pane.setState('cannot open a socket: ' + error.message, 'closed');
-      this.onChange();
-      return;
-    }
-    this.socket = socket;
-    this.mode = mode;
-    this.pane.setState(`connecting to “${channel}” (mode ${mode})…`, 'pending');
-    socket.addEventListener('open', () => {
-      if (this.socket !== socket) return;
-      this.pane.setState(`open on “${channel}” (mode ${mode})`, 'open');
-      this.onChange();
-    });
-    socket.addEventListener('message', (event) => {
-      if (this.socket === socket) this.pane.addMessage(event.data);
-    });
-    socket.addEventListener('close', (event) => {
-      if (this.socket !== socket) return;
-      const reason = event.reason ? ` Server said: “${event.reason}”.` : '';
-      this.pane.setState(`closed: ${event.code}, ${describeClose(event.code)}.${reason}`, 'closed');
-      this.onChange();
-    });
-    this.onChange();
-  }
-
-  /** Closes the socket normally; its close event still updates the pane. */
-  close() {
-    if (this.socket && this.socket.readyState <= WebSocket.OPEN) {
-      this.pane.setState('closing…', 'pending');
-      this.socket.close(1000, 'closed by the page');
-    }
-  }
-
-  /** Forgets the current socket (closing it) so a new one can take its place. */
-  detach() {
-    const old = this.socket;
-    this.socket = null;
-    if (old && old.readyState <= WebSocket.OPEN) old.close(1000, 'replaced');
-  }
-
-  send(text) {
-    this.socket.send(text);
-  }
+/**
+ * The envelope in `payload` when this page's connection published it: a token minted here
+ * carries this tab's id (its `exp` changes with each refresh); a pasted one is recognised by
+ * its claims, as they are.
+ */
+function ownEnvelope(payload, connection) {
+  const envelope = parseEnvelope(payload);
+  if (!envelope || !envelope.claims) return null;
+  if (connection.minted) return envelope.claims.tab === TAB_ID ? envelope : null;
+  return connection.claims && JSON.stringify(envelope.claims) === JSON.stringify(connection.claims) ? envelope : null;
 }
 
 function setUpPage() {
@@ -310,8 +306,10 @@ function setUpPage() {
   const channelInput = $('channel');
   const modeSelect = $('mode');
   const expiryInput = $('expiry');
+  const refreshInput = $('refresh');
   const ownTokenInput = $('own-token');
   const disconnectButton = $('disconnect');
+  const dropButton = $('drop');
   const formError = $('form-error');
   const tokenOutput = $('token');
   const claimsOutput = $('claims');
@@ -319,58 +317,160 @@ function setUpPage() {
   const messageInput = $('message');
   const sendButton = $('send');
   const sendHint = $('send-hint');
+  const channelTitle = $('channel-title');
 
   const channelPane = new Pane($('pane-channel'));
-  const monitors = [
-    { channel: AUDIT_CHANNEL, pane: new Pane($('pane-audit')) },
-    { channel: META_CHANNEL, pane: new Pane($('pane-meta')) },
-  ];
+  const url = serverURL(window.location);
 
-  const main = new Link(channelPane, updateControls);
+  /** The page's own connection: {client, channel, mode, claims, minted, awaitingEcho}. */
+  let main = null;
+
+  // --- Monitors: the meta pane's socket opens first, so it sees the audit socket's
+  // ConnectionOpen (and the main socket's).
+  const meta = { channel: META_CHANNEL, pane: new Pane($('pane-meta')), client: null, opening: null };
+  const audit = { channel: AUDIT_CHANNEL, pane: new Pane($('pane-audit')), client: null, opening: null };
+
+  function isLive(client) {
+    return client !== null && client.state !== 'closed';
+  }
+
+  /** Opens a monitor's socket unless it has a live one; resolves once it LISTENs (or failed). */
+  function connectMonitor(monitor) {
+    if (!monitor.opening) {
+      monitor.opening = openMonitor(monitor).finally(() => {
+        monitor.opening = null;
+      });
+    }
+    return monitor.opening;
+  }
+
+  async function openMonitor(monitor) {
+    const button = monitor.pane.root.querySelector('.reconnect');
+    button.hidden = true;
+    if (isLive(monitor.client)) return;
+    let token;
+    try {
+      token = await mintToken({ mode: 'r', channel: monitor.channel, tab: TAB_ID });
+    } catch (error) {
+      monitor.pane.setState('cannot sign a token: ' + error.message, 'closed');
+      button.hidden = false;
+      return;
+    }
+    const client = new PgwsClient(url, { token });
+    monitor.client = client;
+    showState(client, monitor.pane, () => `“${monitor.channel}”`, () => {
+      button.hidden = client.state !== 'closed';
+    });
+    client.on('subscribed', (event) => {
+      if (event.resubscribe) monitor.pane.addNote(recoveryText(event), event.recovered ? 'ok' : 'warn');
+    });
+    const subscribed = client.subscribe(monitor.channel, (message) => monitor.pane.addMessage(message));
+    // Not longer than a few seconds: a server that does not answer must not hold up the page.
+    await Promise.race([subscribed.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000))]);
+  }
+
+  async function connectMonitors() {
+    await connectMonitor(meta);
+    await connectMonitor(audit);
+  }
+
+  for (const monitor of [meta, audit]) {
+    monitor.pane.root.querySelector('.reconnect').addEventListener('click', () => connectMonitor(monitor));
+  }
+
+  function recoveryText(event) {
+    if (event.recovered) {
+      return `Reconnected: resumed #${event.channel} after offset ${event.since ?? '(none)'}, recovered: true (nothing missed).`;
+    }
+    return `Reconnected to #${event.channel}, recovered: false: ` + (event.since === null
+      ? 'no offset to resume from.'
+      : `the server no longer holds everything after offset ${event.since}; messages may be missing.`);
+  }
+
+  /** Keeps a pane's state line in step with a client's `state` events. */
+  function showState(client, pane, label, onChange = () => {}) {
+    client.on('state', (event) => {
+      if (event.state === 'connecting') {
+        pane.setState(`connecting to ${label()}…`, 'pending');
+      } else if (event.state === 'open') {
+        pane.setState(`open on ${label()}` + (event.resumed ? ' (reconnected)' : ''), 'open');
+      } else if (event.state === 'reconnecting') {
+        const why = event.code === null || event.code === undefined ? event.reason : describeClose(event.code, event.reason);
+        pane.setState(`lost (${why}); reconnecting in ${(event.delay / 1000).toFixed(1)} s…`, 'pending');
+      } else if (event.state === 'closed') {
+        pane.setState('closed: ' + describeClose(event.code, event.reason), 'closed');
+      }
+      onChange();
+      if (client === main?.client) updateControls();
+    });
+  }
+
+  // --- The page's own connection.
 
   function updateControls() {
-    const open = main.isOpen;
-    messageInput.disabled = !open;
-    sendButton.disabled = !open;
-    messageInput.placeholder = open ? 'type a message, Enter sends' : 'connect first';
-    disconnectButton.disabled = isIdle(main);
-    if (open && main.mode === 'r') {
-      sendHint.textContent = 'This token is read-only (mode r): sending makes the server close the socket with 1008.';
-    } else if (open && main.mode === 'w') {
-      sendHint.textContent = 'Mode w sends but does not read: your messages reach other readers, the audit pane shows them.';
+    const live = main !== null && isLive(main.client);
+    const open = live && main.client.state === 'open';
+    // Publishes made while reconnecting wait in the client and go out once it is open.
+    messageInput.disabled = !live;
+    sendButton.disabled = !live;
+    messageInput.placeholder = live ? 'type a message, Enter sends' : 'connect first';
+    disconnectButton.disabled = !live;
+    dropButton.disabled = !open;
+    if (live && main.mode === 'r') {
+      sendHint.textContent = 'This token is read-only (mode r): the server refuses what you send (forbidden); the socket stays open.';
+    } else if (live && main.mode === 'w') {
+      sendHint.textContent = 'Mode w publishes but does not read: your messages show here once confirmed, and in the audit pane.';
     } else {
       sendHint.textContent = '';
     }
   }
 
   function updateSQLHint() {
-    const channel = channelInput.value || 'chat';
-    $('channel-title').textContent = channel;
+    const channel = main ? main.channel : (channelInput.value || 'chat');
     $('sql-notify').textContent = `NOTIFY ${sqlIdentifier(channel)}, 'hello from SQL';`;
     $('sql-pg-notify').textContent = `SELECT pg_notify(${sqlString(channel)}, 'hi');`;
   }
 
-  async function connectMonitor(monitor) {
-    monitor.button.hidden = true;
-    try {
-      const token = await mintToken({ mode: 'r', channel: monitor.channel });
-      monitor.link.connect(monitor.channel, token, 'r');
-    } catch (error) {
-      monitor.pane.setState('cannot sign a token: ' + error.message, 'closed');
-      monitor.button.hidden = false;
+  function connectMain(channel, mode, token, claims, minted, getToken) {
+    if (main) {
+      main.client.close();
+      if (main.channel !== channel) channelPane.addNote(`Left #${main.channel}; now on #${channel}.`);
     }
-  }
-
-  function isIdle(link) {
-    return link.socket === null || link.socket.readyState > WebSocket.OPEN;
-  }
-
-  for (const monitor of monitors) {
-    monitor.button = monitor.pane.root.querySelector('.reconnect');
-    monitor.link = new Link(monitor.pane, () => {
-      monitor.button.hidden = !isIdle(monitor.link);
+    // The heading changes here, when the switch happens, not while the field is edited.
+    channelTitle.textContent = channel;
+    const client = new PgwsClient(url, { token, getToken });
+    const current = { client, channel, mode, claims, minted, awaitingEcho: [] };
+    main = current;
+    updateSQLHint();
+    showState(client, channelPane, () => `“${channel}” (mode ${mode})` +
+      (client.offset(channel) ? `, last offset ${client.offset(channel)}` : ''));
+    client.on('subscribed', (event) => {
+      if (event.resubscribe) channelPane.addNote(recoveryText(event), event.recovered ? 'ok' : 'warn');
     });
-    monitor.button.addEventListener('click', () => connectMonitor(monitor));
+    client.on('unsubscribed', (event) => channelPane.addNote(`The server ended #${event.channel}: ${event.reason}.`, 'warn'));
+    client.on('refreshed', (event) => {
+      channelPane.addNote('Token refreshed without reconnecting' +
+        (event.exp ? `; it now expires at ${formatTime(event.exp)}.` : '.'));
+    });
+    client.on('error', (error) => channelPane.addNote(`${error.code}: ${error.reason}`, 'warn'));
+    if (mode.includes('r')) {
+      client.subscribe(channel, (message) => {
+        if (main !== current) return;
+        // Our own message coming back: it completes the entry shown when it was sent.
+        const envelope = ownEnvelope(message.payload, current);
+        if (envelope) {
+          const index = current.awaitingEcho.findIndex((sent) => sent.text === envelope.payload);
+          if (index >= 0) {
+            current.awaitingEcho.splice(index, 1)[0].echoed(message);
+            return;
+          }
+        }
+        channelPane.addMessage(message);
+      }).catch(() => {});
+    } else {
+      channelPane.addNote(`Mode ${mode} does not read #${channel}: nothing arrives here but your own messages, confirmed.`);
+    }
+    updateControls();
   }
 
   form.addEventListener('submit', async (event) => {
@@ -385,8 +485,11 @@ function setUpPage() {
       return;
     }
     let token = ownTokenInput.value.trim();
+    const minted = token === '';
+    let claims;
+    let getToken;
     if (token) {
-      const claims = decodeClaims(token);
+      claims = decodeClaims(token);
       tokenOutput.textContent = token;
       claimsOutput.textContent = claims ? JSON.stringify(claims) : '(cannot read the claims of this token)';
       mode = claims && typeof claims.mode === 'string' ? claims.mode : '?';
@@ -405,36 +508,63 @@ function setUpPage() {
         expiryInput.focus();
         return;
       }
-      const claims = makeClaims(mode, channel, minutes, Date.now() / 1000);
+      claims = makeClaims(mode, channel, minutes, Date.now() / 1000);
       try {
         token = await mintToken(claims);
       } catch (error) {
         formError.textContent = 'Could not sign the token: ' + error.message;
         return;
       }
-      tokenOutput.textContent = token;
-      claimsOutput.textContent = JSON.stringify(claims) +
-        (claims.exp ? ` (expires ${new Date(claims.exp * 1000).toLocaleString()})` : '');
+      const showToken = (shown, shownClaims) => {
+        tokenOutput.textContent = shown;
+        claimsOutput.textContent = JSON.stringify(shownClaims) +
+          (shownClaims.exp ? ` (expires ${new Date(shownClaims.exp * 1000).toLocaleString()})` : '');
+      };
+      showToken(token, claims);
+      if (minutes !== null && refreshInput.checked) {
+        // Before exp the client asks for a token with the same claims and a later exp, and
+        // sends it as `refresh`: the socket stays open.
+        getToken = async () => {
+          const next = makeClaims(mode, channel, minutes, Date.now() / 1000);
+          const fresh = await mintToken(next);
+          showToken(fresh, next);
+          return fresh;
+        };
+      }
     }
-    main.connect(channel, token, mode);
-    for (const monitor of monitors) {
-      if (isIdle(monitor.link) && canMintTokens()) connectMonitor(monitor);
-    }
+    await connectMonitors();
+    connectMain(channel, mode, token, claims, minted, getToken);
   });
 
-  disconnectButton.addEventListener('click', () => main.close());
+  disconnectButton.addEventListener('click', () => main?.client.close());
+
+  dropButton.addEventListener('click', () => {
+    // The client's test hook: its socket closes under it, as when a network drops. The
+    // client reconnects, resubscribes with `since` and reports `recovered`.
+    main?.client._socketForTests?.close(4000, 'dropped by the demo page');
+  });
 
   sendForm.addEventListener('submit', (event) => {
     event.preventDefault();
     const text = messageInput.value;
-    if (!main.isOpen || text === '') return;
-    main.send(text);
-    channelPane.addSent(text);
+    if (!main || !isLive(main.client) || text === '') return;
+    const current = main;
+    const sent = channelPane.addPublish(text, current.channel);
+    if (current.mode.includes('r')) current.awaitingEcho.push(sent);
+    current.client.publish(current.channel, text).then(
+      (reply) => sent.confirm(reply),
+      (error) => {
+        sent.refuse(error);
+        const index = current.awaitingEcho.indexOf(sent);
+        if (index >= 0) current.awaitingEcho.splice(index, 1);
+      });
     messageInput.value = '';
     messageInput.focus();
   });
 
-  channelInput.addEventListener('input', updateSQLHint);
+  channelInput.addEventListener('input', () => {
+    if (!main) updateSQLHint();
+  });
   updateSQLHint();
   updateControls();
 
@@ -443,12 +573,12 @@ function setUpPage() {
     return;
   }
   if (canMintTokens()) {
-    for (const monitor of monitors) connectMonitor(monitor);
+    connectMonitors();
   } else {
-    for (const monitor of monitors) {
+    for (const monitor of [meta, audit]) {
       monitor.pane.setState('needs a token: this browser signs tokens only on https:// or http://localhost', 'closed');
     }
   }
 }
 
-if (typeof document !== 'undefined') setUpPage();
+setUpPage();
