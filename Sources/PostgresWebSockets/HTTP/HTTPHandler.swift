@@ -19,10 +19,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// An authorized upgrade waiting for its LISTEN.
+    /// An authorized upgrade (or event stream) waiting for its LISTEN.
     struct PendingUpgrade {
         let authorized: Handshake.Authorized
         let admission: Admission
+        /// An event stream's `Last-Event-ID`.
+        var lastEventID: String? = nil
     }
 
     private let server: ServerContext
@@ -89,6 +91,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if head.hasToken("upgrade", "websocket") {
             return upgrade(head, context: context)
         }
+        if !isHead, head.hasToken("accept", "text/event-stream") {
+            return eventStream(head, context: context)
+        }
         let path = head.path
         if path == "/health" {
             var response = server.healthReport().response
@@ -110,11 +115,24 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: - The upgrade
 
     private func upgrade(_ head: RequestHead, context: ChannelHandlerContext) {
-        let authorized: Handshake.Authorized
         switch server.handshake.authorize(head, now: WallClock.seconds()) {
-        case .success(let result): authorized = result
-        case .failure(let refusal): return refuse(refusal, context: context)
+        case .success(let authorized): admit(authorized, lastEventID: nil, context: context)
+        case .failure(let refusal): refuse(refusal, context: context)
         }
+    }
+
+    private func eventStream(_ head: RequestHead, context: ChannelHandlerContext) {
+        switch server.handshake.authorizeEventStream(head, now: WallClock.seconds()) {
+        case .success(let authorized):
+            admit(authorized, lastEventID: head.first("last-event-id").map(String.init), context: context)
+        case .failure(let refusal):
+            refuse(refusal, context: context)
+        }
+    }
+
+    /// Takes the connection slot and holds the socket's channels; answers once PostgreSQL
+    /// LISTENs on them.
+    private func admit(_ authorized: Handshake.Authorized, lastEventID: String?, context: ChannelHandlerContext) {
         // Holds the 101 until PostgreSQL LISTENs on the socket's channels: once a client sees
         // its socket open, every NOTIFY committed after that reaches it.
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -133,7 +151,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return refuse(
                 Refusal(.atCapacity, "server at its connection limit (\(server.slots.limit))"), context: context)
         }
-        machine.awaitListen(PendingUpgrade(authorized: authorized, admission: admission))
+        machine.awaitListen(PendingUpgrade(authorized: authorized, admission: admission, lastEventID: lastEventID))
     }
 
     private func listening(context: ChannelHandlerContext) {
@@ -149,6 +167,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             (pending, early) = (upgrade, bytes)
         }
         cancelTimer()
+        if pending.authorized.encoding == .sse {
+            return startEventStream(pending, context: context)
+        }
         let session = server.makeSession(pending, shard: server.hub.shard(on: context.eventLoop))
         do {
             let pipeline = context.pipeline.syncOperations
@@ -167,6 +188,22 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             logger.log(.error, "WebSocket upgrade failed", [.error: "\(error)"])
             // The session gives the admission back once it was added; before that, nobody did.
             if (try? context.pipeline.syncOperations.handler(type: WebSocketSession.self)) == nil {
+                pending.admission.giveBack()
+            }
+            context.close(promise: nil)
+        }
+    }
+
+    private func startEventStream(_ pending: PendingUpgrade, context: ChannelHandlerContext) {
+        let stream = server.makeEventStream(pending, shard: server.hub.shard(on: context.eventLoop))
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: EventStreamSession.responseHead)), promise: nil)
+        do {
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(stream, position: .after(self))
+            pipeline.removeHandler(context: context, promise: nil)
+        } catch {
+            logger.log(.error, "event stream failed to start", [.error: "\(error)"])
+            if (try? context.pipeline.syncOperations.handler(type: EventStreamSession.self)) == nil {
                 pending.admission.giveBack()
             }
             context.close(promise: nil)

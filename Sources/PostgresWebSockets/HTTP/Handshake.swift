@@ -55,14 +55,47 @@ struct Handshake {
         guard keys.count == 1, Base64.decode(keys[0].utf8)?.count == 16 else {
             return .failure(Refusal(.badRequest, "missing or invalid Sec-WebSocket-Key"))
         }
+        let offered = head.listValues("sec-websocket-protocol")
+        let structured = offered.contains { $0 == V1Protocol.name }
+        let bearerEntries = offered.filter { $0.hasPrefix(Self.bearerPrefix) }.map {
+            $0.dropFirst(Self.bearerPrefix.count)
+        }
+        return authorizeToken(head, now: now, bearerEntries: bearerEntries, structured: structured).map {
+            grant, token in
+            let subprotocol =
+                structured ? V1Protocol.name : offered.contains { $0 == Self.rawProtocol } ? Self.rawProtocol : nil
+            return Authorized(
+                grant: grant, token: token, acceptKey: Self.acceptValue(for: keys[0]), subprotocol: subprotocol,
+                encoding: structured ? .v1 : .raw)
+        }
+    }
+
+    /// An event stream (`Accept: text/event-stream`): `GET /<channel>/<jwt>`, or `/<channel>`
+    /// with `Authorization: Bearer`. Refused as handshakes are, and with 403 for a token whose
+    /// mode does not read.
+    func authorizeEventStream(_ head: RequestHead, now: Double) -> Result<Authorized, Refusal> {
+        authorizeToken(head, now: now, bearerEntries: [], structured: false).flatMap { grant, token in
+            guard grant.channels.count == 1, head.path.dropFirst().contains("/") || head.first("authorization") != nil
+            else {
+                return .failure(
+                    Refusal(.notFound, "an event stream is /<channel>/<jwt> or /<channel> with a bearer token"))
+            }
+            guard grant.mode.contains(.read) else {
+                return .failure(Refusal(.forbidden, "the token's mode does not read"))
+            }
+            return .success(Authorized(grant: grant, token: token, acceptKey: "", subprotocol: nil, encoding: .sse))
+        }
+    }
+
+    /// The origin, the token (from the URL, a bearer subprotocol entry or an Authorization
+    /// header: exactly one) and its grant for the URL's channel.
+    private func authorizeToken(
+        _ head: RequestHead, now: Double, bearerEntries: [Substring], structured: Bool
+    ) -> Result<(Grant, VerifiedToken), Refusal> {
         if let allowedOrigins, let origin = head.first("origin"), !allowedOrigins.contains(origin.lowercased()) {
             return .failure(Refusal(.forbidden, "origin not allowed"))
         }
-
-        let offered = head.listValues("sec-websocket-protocol")
-        var headerTokens = offered.filter { $0.hasPrefix(Self.bearerPrefix) }.map {
-            $0.dropFirst(Self.bearerPrefix.count)
-        }
+        var headerTokens = bearerEntries
         for value in head.values("authorization") {
             let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             if parts.count == 2, RequestHead.equalsIgnoringCase(parts[0], "bearer") {
@@ -76,7 +109,6 @@ struct Handshake {
                     "more than one token: give it in the URL, a bearer subprotocol or an Authorization header"))
         }
 
-        let structured = offered.contains { $0 == V1Protocol.name }
         let segments = head.path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
         let channelSegment: Substring?
         let tokenText: Substring
@@ -145,12 +177,7 @@ struct Handshake {
         } catch {
             return .failure(Refusal(.forbidden, error.reason))
         }
-        let subprotocol =
-            structured ? V1Protocol.name : offered.contains { $0 == Self.rawProtocol } ? Self.rawProtocol : nil
-        return .success(
-            Authorized(
-                grant: grant, token: verified, acceptKey: Self.acceptValue(for: keys[0]), subprotocol: subprotocol,
-                encoding: structured ? .v1 : .raw))
+        return .success((grant, verified))
     }
 
     /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.

@@ -157,6 +157,12 @@ final class LoopShard {
         }
     }
 
+    /// Whether everything after `since` (one of this process's sequences) is still held.
+    func canReplay(_ since: UInt64?) -> Bool {
+        guard let since, since < log.next else { return false }
+        return since &+ 1 >= log.first
+    }
+
     /// `member` stops reading `key` (its hold is given back separately).
     func unsubscribe(_ member: any ShardMember, from key: ChannelKey) {
         guard let record = members[ObjectIdentifier(member)], let list = channels[key] else { return }

@@ -47,6 +47,13 @@ final class ServerContext: Sendable {
             environment: sessionEnvironment)
     }
 
+    func makeEventStream(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> EventStreamSession {
+        EventStreamSession(
+            id: nextSessionID.wrappingAdd(1, ordering: .relaxed).newValue, grant: pending.authorized.grant,
+            token: pending.authorized.token, lastEventID: pending.lastEventID, admission: pending.admission,
+            shard: shard, environment: sessionEnvironment)
+    }
+
     func healthReport() -> HealthReport {
         HealthReport(
             databaseUp: status.isUp, connections: slots.count, listening: registry.listeningCount,

@@ -256,16 +256,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     }
 
     func sendMetaEvent(_ event: Envelope.Event) {
-        guard let meta = environment.channels.metaChannel else { return }
-        let envelope = Envelope.encode(
-            event: event, channel: meta, payload: grant.channels.joined(separator: ","),
-            claimsPrefix: claimsPrefix, deliveredAtMicroseconds: UniqueTimestamps.shared.next())
-        guard envelope.count <= Envelope.maxPayloadBytes else {
-            logger.log(.warning, "meta event too large for NOTIFY, not sent", [.event: "\(event.rawValue)"])
-            return
-        }
-        let notification = (environment.channels.notifyChannel(for: meta), envelope)
-        environment.publisher.submitEvent(OutgoingMessage(notifications: [notification], sender: nil), lane: id)
+        environment.sendMetaEvent(event, grant: grant, claimsPrefix: claimsPrefix, lane: id, logger: logger)
     }
 
     /// This session, for code on other threads (database threads, the listener's callbacks)
