@@ -14,7 +14,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The scenarios, in the order they run.
 enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case fanout, floor, burst, baseline, ingest, connections, channels
+    case fanout, floor, burst, v1, baseline, ingest, connections, channels
 
     init?(argument: String) {
         switch argument {
@@ -36,7 +36,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The server executable (use a release build).")
     var server = ".build/release/postgres-websockets"
 
-    @Option(help: "Comma-separated scenarios: fanout,floor,burst,baseline,ingest,connections,channels (default: all).")
+    @Option(
+        help: "Comma-separated scenarios: fanout,floor,burst,v1,baseline,ingest,connections,channels (default: all).")
     var only: String? = nil
 
     @Flag(help: "Small sizes, for a smoke run in well under a minute.")
@@ -85,6 +86,12 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(help: "burst: NOTIFYs of 1 KB in the one transaction.")
     var burstCount: Int? = nil
+
+    @Option(help: "v1: sockets that reconnect and resume.")
+    var resumeSockets: Int? = nil
+
+    @Option(help: "v1: messages each resuming socket missed.")
+    var resumeMissed: Int? = nil
 
     @Option(help: "ingest: writer sockets.")
     var writers: Int? = nil
@@ -148,7 +155,7 @@ struct RunCommand: AsyncParsableCommand {
         for name in names {
             guard let scenario = Scenario(argument: name) else {
                 throw ValidationError(
-                    "--only: unknown scenario '\(name)' (fanout, floor, burst, baseline, ingest, connections, channels)"
+                    "--only: unknown scenario '\(name)' (fanout, floor, burst, v1, baseline, ingest, connections, channels)"
                 )
             }
             chosen.append(scenario)
@@ -166,6 +173,7 @@ struct RunCommand: AsyncParsableCommand {
             rate: rate, duration: duration ?? (quick ? 1 : 5), burst: burst ?? (quick ? 200 : 1000), batch: batch,
             burstSockets: burstSockets ?? (quick ? 100 : 1000), burstSlow: burstSlow ?? (quick ? 5 : 50),
             burstRate: burstRate, burstCount: burstCount ?? (quick ? 2000 : 20_000),
+            resumeSockets: resumeSockets ?? (quick ? 100 : 1000), resumeMissed: resumeMissed ?? (quick ? 100 : 1000),
             payloads: payloads.split(separator: ",").compactMap { Int($0) },
             writers: writers ?? (quick ? 10 : 50), messages: messages ?? (quick ? 300 : 2000), messageSize: messageSize,
             ingestChannelEach: ingestChannels == "each", ingestWindow: ingestWindow,
@@ -249,6 +257,8 @@ struct BenchSizes: Sendable {
     var burstSlow: Int
     var burstRate: Int
     var burstCount: Int
+    var resumeSockets: Int
+    var resumeMissed: Int
     var payloads: [Int]
     var writers: Int
     var messages: Int
@@ -271,7 +281,8 @@ struct BenchSizes: Sendable {
             "latency_sockets": String(latencySockets), "rate": String(rate), "duration": String(duration),
             "burst": String(burst), "batch": String(batch),
             "burst_sockets": String(burstSockets), "burst_slow": String(burstSlow), "burst_rate": String(burstRate),
-            "burst_count": String(burstCount),
+            "burst_count": String(burstCount), "resume_sockets": String(resumeSockets),
+            "resume_missed": String(resumeMissed),
             "payloads": payloads.map(String.init).joined(separator: ","),
             "writers": String(writers), "messages": String(messages), "message_size": String(messageSize),
             "ingest_channels": ingestChannelEach ? "each" : "one", "ingest_window": String(ingestWindow),

@@ -36,6 +36,7 @@ final class BenchContext {
         switch scenario {
         case .fanout: try await runFanout()
         case .burst: try await runBurst()
+        case .v1: try await runStructured()
         case .floor: try await runFloor()
         case .baseline: try await runBaseline()
         case .ingest: try await runIngest()

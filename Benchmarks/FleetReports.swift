@@ -27,6 +27,10 @@ struct FleetSpec: Codable, Sendable {
     var messageSize = 64
     /// Tokens signed with this key (PEM of the private key) instead of the HMAC secret.
     var signingKey: SigningKeySpec? = nil
+    /// `pgws.v1` sockets instead of raw ones.
+    var structured = false
+    /// `pgws.v1` sockets open at `/` (token in a bearer entry) and subscribe with this `since`.
+    var resumeSince: String? = nil
 
     func channelName(index: Int) -> String {
         distinctChannels ? "\(channel)\(index)" : channel

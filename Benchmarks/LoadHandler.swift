@@ -45,10 +45,17 @@ final class LoadHandler: ChannelInboundHandler {
     private var writing = false
     private var window: WriterWindow? = nil
 
+    /// `pgws.v1`: messages arrive as JSON frames whose payload is the measured text.
+    private let structured: Bool
+    /// A text frame to send as soon as the socket opens (a `pgws.v1` subscribe with `since`).
+    private let openingFrame: String?
+
     init(
         index: Int, host: String, port: Int, path: String, stats: LoopStats, handshake: EventLoopPromise<Int64>,
-        seqFromIndex: Bool, messageSize: Int
+        seqFromIndex: Bool, messageSize: Int, subprotocols: String? = nil, openingFrame: String? = nil
     ) {
+        self.structured = subprotocols?.hasPrefix("pgws.v1") ?? false
+        self.openingFrame = openingFrame
         self.index = index
         self.stats = stats
         self.handshake = handshake
@@ -62,7 +69,8 @@ final class LoadHandler: ChannelInboundHandler {
         expectedAccept = WebSocketClient.accept(for: key)
         request =
             "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
+            + (subprotocols.map { "Sec-WebSocket-Protocol: \($0)\r\n" } ?? "") + "\r\n"
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -160,6 +168,7 @@ final class LoadHandler: ChannelInboundHandler {
         state = .open
         stats.socketOpened(self)
         handshake.succeed(Clock.wallMicros())
+        if let openingFrame { send(opcode: 1, payload: Array(openingFrame.utf8), context: context) }
         return true
     }
 
@@ -213,6 +222,12 @@ final class LoadHandler: ChannelInboundHandler {
     }
 
     private func received(_ buffer: ByteBuffer, at offset: Int, length: Int, now: Int64) {
+        var offset = offset
+        if structured {
+            // {"type":"message",...,"payload":"p1:s2:t3:xxx"}; replies (subscribed) are skipped.
+            guard let start = Self.payloadStart(buffer, at: offset, length: length) else { return }
+            offset = start
+        }
         let fields = buffer.withUnsafeReadableBytes { bytes in
             Payload.parse(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + min(length, 64))]))
         }
@@ -248,6 +263,20 @@ final class LoadHandler: ChannelInboundHandler {
         }
         nextSeq = max(nextSeq, fields.seq + 1)
         phaseStats.record(seq: fields.seq, latency: now - fields.sentMicros, now: now, bytes: length)
+    }
+
+    private static let messagePrefix = Array(#"{"type":"message""#.utf8)
+    private static let payloadKey = Array(#""payload":""#.utf8)
+
+    /// Where the payload of a `pgws.v1` message frame starts, or nil for any other frame.
+    private static func payloadStart(_ buffer: ByteBuffer, at offset: Int, length: Int) -> Int? {
+        buffer.withUnsafeReadableBytes { bytes -> Int? in
+            let frame = bytes[offset..<(offset + length)]
+            guard frame.starts(with: messagePrefix),
+                let range = frame.firstRange(of: payloadKey)
+            else { return nil }
+            return range.upperBound
+        }
     }
 
     private func receivedClose(_ payload: ByteBuffer, context: ChannelHandlerContext) {

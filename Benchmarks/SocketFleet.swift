@@ -75,7 +75,14 @@ final class SocketFleet: Sendable {
         let loop = box.eventLoop
         let promise = loop.makePromise(of: Int64.self)
         let spec = self.spec
-        let path = "/\(spec.channelName(index: index))/\(tokens[offset])"
+        var path = "/\(spec.channelName(index: index))/\(tokens[offset])"
+        var subprotocols: String? = spec.structured ? "pgws.v1" : nil
+        var openingFrame: String? = nil
+        if spec.structured, let since = spec.resumeSince {
+            path = "/"
+            subprotocols = "pgws.v1, bearer.\(tokens[offset])"
+            openingFrame = #"{"type":"subscribe","channel":"\#(spec.channelName(index: index))","since":"\#(since)"}"#
+        }
         let start = Clock.wallMicros()
         do {
             _ = try await ClientBootstrap(group: loop)
@@ -85,7 +92,8 @@ final class SocketFleet: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let handler = LoadHandler(
                             index: index, host: spec.host, port: spec.port, path: path, stats: box.value,
-                            handshake: promise, seqFromIndex: spec.seqFromIndex, messageSize: spec.messageSize)
+                            handshake: promise, seqFromIndex: spec.seqFromIndex, messageSize: spec.messageSize,
+                            subprotocols: subprotocols, openingFrame: openingFrame)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
