@@ -7,14 +7,16 @@ private func keys(_ names: String...) -> [ChannelKey] { names.map(ChannelKey.ini
 /// Runs the machine's idle/sync cycle the way the listener thread does, answering every
 /// round trip at once, until the connection is idle. Returns the statements sent and the
 /// waiters let through.
-private func settle(_ machine: inout ListenStateMachine<Int>) -> (syncs: [ListenStateMachine<Int>.Sync], ready: [Int]) {
+private func settle(
+    _ machine: inout ListenStateMachine<Int>, received: UInt64 = 0
+) -> (syncs: [ListenStateMachine<Int>.Sync], ready: [Int]) {
     var syncs: [ListenStateMachine<Int>.Sync] = []
     var ready: [Int] = []
     while let next = machine.nextCommand(maxStatements: 1000) {
         switch next {
         case .sync(let sync):
             syncs.append(sync)
-            ready += machine.syncSucceeded()
+            ready += machine.syncSucceeded(received: received)
         case .idle(_, let through):
             ready += through
             return (syncs, ready)
@@ -40,6 +42,31 @@ struct ListenStateMachineTests {
         #expect(machine.listeningCount == 0)
     }
 
+    @Test("a channel is LISTENed without a break from the notification count of its LISTEN until it is UNLISTENed or the connection is lost")
+    func listenedSince() {
+        var machine = ListenStateMachine<Int>()
+        machine.connected()
+        _ = machine.acquire(keys("a"))
+        #expect(machine.listenedSince(ChannelKey("a")) == nil, "not LISTENed yet")
+        _ = settle(&machine, received: 10)
+        #expect(machine.listenedSince(ChannelKey("a")) == 10)
+        _ = machine.acquire(keys("b"))
+        _ = settle(&machine, received: 25)
+        #expect(machine.listenedSince(ChannelKey("a")) == 10, "another channel's LISTEN leaves it alone")
+        #expect(machine.listenedSince(ChannelKey("b")) == 25)
+        _ = machine.release(keys("b"))
+        _ = settle(&machine, received: 30)
+        #expect(machine.listenedSince(ChannelKey("b")) == nil)
+        _ = machine.acquire(keys("b"))
+        _ = settle(&machine, received: 40)
+        #expect(machine.listenedSince(ChannelKey("b")) == 40, "UNLISTENed in between: a new start")
+        _ = machine.connectionLost()
+        #expect(machine.listenedSince(ChannelKey("a")) == nil)
+        machine.connected()
+        _ = settle(&machine, received: 50)
+        #expect(machine.listenedSince(ChannelKey("a")) == 50, "LISTENed again on a new connection: a new start")
+    }
+
     @Test("while the database is down a waiter need not wait; once up, it waits for its LISTEN")
     func waitingDependsOnStatus() {
         var machine = ListenStateMachine<Int>()
@@ -58,7 +85,7 @@ struct ListenStateMachineTests {
             return
         }
         #expect(sync.listen == keys("b"))
-        #expect(machine.syncSucceeded() == [3])
+        #expect(machine.syncSucceeded(received: 0) == [3])
     }
 
     @Test("a channel acquired again while its UNLISTEN is in flight is LISTENed again before its waiter goes")
@@ -75,7 +102,7 @@ struct ListenStateMachineTests {
         #expect(unlisten.unlisten == keys("a"))
         _ = machine.acquire(keys("a"))
         #expect(machine.whenListening(keys("a"), 7) == .wait, "PostgreSQL still lists it, but not for long")
-        #expect(machine.syncSucceeded() == [], "the UNLISTEN went through: the waiter must wait for the LISTEN")
+        #expect(machine.syncSucceeded(received: 0) == [], "the UNLISTEN went through: the waiter must wait for the LISTEN")
         let rest = settle(&machine)
         #expect(rest.syncs == [.init(listen: keys("a"))])
         #expect(rest.ready == [7])
@@ -107,7 +134,7 @@ struct ListenStateMachineTests {
         }
         #expect(Set(sync.listen) == Set(keys("a", "b")))
         #expect(machine.nextCommand(maxStatements: 1000) == nil, "one round trip at a time")
-        _ = machine.syncSucceeded()
+        _ = machine.syncSucceeded(received: 0)
         #expect(!machine.isUp)
         guard case .idle(let cameUp, _)? = machine.nextCommand(maxStatements: 1000) else {
             Issue.record("expected idle")
@@ -126,7 +153,7 @@ struct ListenStateMachineTests {
         var sizes: [Int] = []
         while case .sync(let sync)? = machine.nextCommand(maxStatements: 10) {
             sizes.append(sync.listen.count)
-            _ = machine.syncSucceeded()
+            _ = machine.syncSucceeded(received: 0)
         }
         #expect(sizes == [10, 10, 5])
         #expect(machine.listeningCount == 25)

@@ -110,8 +110,15 @@ final class ListenRegistry: Sendable {
         }
     }
 
-    func syncSucceeded() {
-        shared.withLockedValue { $0.machine.syncSucceeded() }.forEach { $0() }
+    /// PostgreSQL acknowledged the round trip; the listener had received `received`
+    /// notifications by then.
+    func syncSucceeded(received: UInt64) {
+        shared.withLockedValue { $0.machine.syncSucceeded(received: received) }.forEach { $0() }
+    }
+
+    /// See `ListenStateMachine.listenedSince`.
+    func listenedSince(_ channel: ChannelKey) -> UInt64? {
+        shared.withLockedValue { $0.machine.listenedSince(channel) }
     }
 
     /// Forgets the lost connection's LISTENs and lets every waiting socket through.

@@ -14,9 +14,11 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
 
     private enum Connection {
         case disconnected
-        /// `listening`: what PostgreSQL acknowledged on this connection. `isUp` turns true the
-        /// first time it LISTENs every channel held, and stays true until the connection is lost.
-        case connected(listening: Set<ChannelKey>, inFlight: Sync?, isUp: Bool)
+        /// `listening`: what PostgreSQL acknowledged on this connection, each with how many
+        /// notifications the listener had received when it did (see `listenedSince`). `isUp`
+        /// turns true the first time it LISTENs every channel held, and stays true until the
+        /// connection is lost.
+        case connected(listening: [ChannelKey: UInt64], inFlight: Sync?, isUp: Bool)
     }
 
     private var holders: [ChannelKey: Int] = [:]
@@ -39,6 +41,14 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
     }
 
     var heldChannels: Int { holders.count }
+
+    /// The notification sequence from which `channel` has been LISTENed without a break:
+    /// every notification of it committed since then has that sequence or a later one. Nil
+    /// while it is not LISTENed. A resume from an earlier sequence may have missed some.
+    func listenedSince(_ channel: ChannelKey) -> UInt64? {
+        guard case .connected(let listening, _, _) = connection else { return nil }
+        return listening[channel]
+    }
 
     // MARK: - Holders (event loops)
 
@@ -89,15 +99,15 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
 
     /// A channel that changed since the last look may be on its way out (UNLISTEN sent or
     /// due) although PostgreSQL still lists it.
-    private func isSettled(_ channels: [ChannelKey], listening: Set<ChannelKey>) -> Bool {
-        channels.allSatisfy { listening.contains($0) && !changed.contains($0) }
+    private func isSettled(_ channels: [ChannelKey], listening: [ChannelKey: UInt64]) -> Bool {
+        channels.allSatisfy { listening[$0] != nil && !changed.contains($0) }
     }
 
     // MARK: - The connection (listener thread)
 
     /// A new connection LISTENs on nothing yet: every channel held needs a LISTEN.
     mutating func connected() {
-        connection = .connected(listening: [], inFlight: nil, isUp: false)
+        connection = .connected(listening: [:], inFlight: nil, isUp: false)
         changed = Set(holders.keys)
     }
 
@@ -116,9 +126,9 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
         var settled = false
         while sync.listen.count + sync.unlisten.count < maxStatements, let channel = changed.popFirst() {
             let wanted = holders[channel] != nil
-            if wanted && !listening.contains(channel) {
+            if wanted && listening[channel] == nil {
                 sync.listen.append(channel)
-            } else if !wanted && listening.contains(channel) {
+            } else if !wanted && listening[channel] != nil {
                 sync.unlisten.append(channel)
             } else {
                 settled = true  // acquired again before its UNLISTEN went out, or the reverse
@@ -133,17 +143,18 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
         return .idle(cameUp: cameUp, ready: cameUp || settled ? takeSettledWaiters(listening) : [])
     }
 
-    /// PostgreSQL answered the round trip in flight. Returns the waiters it let through.
-    mutating func syncSucceeded() -> [Waiter] {
+    /// PostgreSQL answered the round trip in flight, when the listener had received
+    /// `received` notifications. Returns the waiters it let through.
+    mutating func syncSucceeded(received: UInt64) -> [Waiter] {
         guard case .connected(var listening, let inFlight?, let isUp) = connection else { return [] }
-        listening.formUnion(inFlight.listen)
-        listening.subtract(inFlight.unlisten)
+        for channel in inFlight.listen { listening[channel] = received }
+        for channel in inFlight.unlisten { listening[channel] = nil }
         connection = .connected(listening: listening, inFlight: nil, isUp: isUp)
         // Sockets waiting for these channels may open now, before any further round trip.
         return isUp ? takeSettledWaiters(listening) : []
     }
 
-    private mutating func takeSettledWaiters(_ listening: Set<ChannelKey>) -> [Waiter] {
+    private mutating func takeSettledWaiters(_ listening: [ChannelKey: UInt64]) -> [Waiter] {
         var ready: [Waiter] = []
         var waiting: [(channels: [ChannelKey], waiter: Waiter)] = []
         for entry in waiters {

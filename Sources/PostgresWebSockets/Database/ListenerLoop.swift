@@ -16,7 +16,7 @@ struct ListenerLoop<Sink: NotificationSink> {
 
     let listener: Listener<Sink>
     private let probeAfterIdle: Double
-    private let probeTimeout: Double
+    private var answerDeadline: AnswerDeadline
     private var connection: PGConnection? = nil
     private var onTheWire: OnTheWire? = nil
     private var sentAt = 0.0
@@ -33,7 +33,7 @@ struct ListenerLoop<Sink: NotificationSink> {
     init(listener: Listener<Sink>) {
         self.listener = listener
         probeAfterIdle = listener.settings.probeAfterIdle.seconds
-        probeTimeout = listener.settings.probeTimeout.seconds
+        answerDeadline = AnswerDeadline(floor: listener.settings.probeTimeout.seconds)
     }
 
     mutating func run() {
@@ -118,11 +118,12 @@ struct ListenerLoop<Sink: NotificationSink> {
         var timeout = probeAfterIdle
         if onTheWire != nil {
             let waited = monotonicSeconds() - max(sentAt, lastInput)
-            if waited >= probeTimeout {
+            let limit = answerDeadline.timeout
+            if waited >= limit {
                 lose("no answer from PostgreSQL for \(formatSeconds(waited)) s")
                 return
             }
-            timeout = probeTimeout - waited
+            timeout = limit - waited
         }
         let flushPending = conn.flush() == 1
         let readiness = registry.wake.wait(socket: conn.socket, forWriting: flushPending, timeout: timeout)
@@ -211,9 +212,10 @@ struct ListenerLoop<Sink: NotificationSink> {
     }
 
     private mutating func finish(_ command: OnTheWire) {
+        answerDeadline.answered(after: monotonicSeconds() - sentAt)
         switch command {
         case .sync:
-            registry.syncSucceeded()
+            registry.syncSucceeded(received: listener.sink.received)
         case .probe:
             break
         case .query(let query, let rows):

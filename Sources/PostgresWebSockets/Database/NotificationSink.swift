@@ -9,6 +9,9 @@ protocol NotificationSink<Batch>: Sendable {
     /// listener leaves PostgreSQL's socket unread (its notification queue absorbs the burst)
     /// until the receiver calls `producer.produceMore()`.
     func receive(_ batch: Batch, from producer: any NotificationProducer) -> NotificationDemand
+    /// How many notifications it has received so far, which is the sequence the next one
+    /// gets. Read on the listener thread, which alone advances it.
+    var received: UInt64 { get }
 }
 
 protocol NotificationBatch {

@@ -49,6 +49,8 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
         FrameBatch(routing: routing)
     }
 
+    var received: UInt64 { nextSequence.load(ordering: .relaxed) }
+
     func receive(_ batch: FrameBatch, from producer: any NotificationProducer) -> NotificationDemand {
         let bytes = batch.byteCount
         let first = nextSequence.wrappingAdd(UInt64(batch.count), ordering: .relaxed).oldValue

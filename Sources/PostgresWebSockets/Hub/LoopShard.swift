@@ -125,7 +125,7 @@ final class LoopShard {
         var recovered = false
         var replayFrom: UInt64? = nil
         if let since, since < boundary {
-            recovered = since &+ 1 >= log.first
+            recovered = canReplay(since, of: key)
             let start = max(since &+ 1, log.first)
             if start < boundary { replayFrom = start }
         }
@@ -157,10 +157,14 @@ final class LoopShard {
         }
     }
 
-    /// Whether everything after `since` (one of this process's sequences) is still held.
-    func canReplay(_ since: UInt64?) -> Bool {
-        guard let since, since < log.next else { return false }
-        return since &+ 1 >= log.first
+    /// Whether the log holds every notification of `key` after `since` (one of this
+    /// process's sequences): none left the window, and PostgreSQL LISTENed on the channel
+    /// without a break since then (a lost listener connection, or a channel UNLISTENed once
+    /// nobody held it, loses what was committed meanwhile).
+    func canReplay(_ since: UInt64?, of key: ChannelKey) -> Bool {
+        guard let since, since < log.next, since &+ 1 >= log.first else { return false }
+        guard let listened = registry.listenedSince(key) else { return false }
+        return since >= listened
     }
 
     /// `member` stops reading `key` (its hold is given back separately).

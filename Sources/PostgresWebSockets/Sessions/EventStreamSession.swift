@@ -58,7 +58,7 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
         channels = admission.takeChannels()
         for key in channels {
             let since = lastEventID.flatMap { environment.offsets.sequence(of: $0[...]) }
-            if lastEventID != nil, !shard.canReplay(since) {
+            if lastEventID != nil, !shard.canReplay(since, of: key) {
                 deliverReply(Self.gap)
             }
             shard.subscribe(self, to: key, since: since)
