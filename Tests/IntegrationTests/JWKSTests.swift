@@ -264,6 +264,94 @@ import Testing
         }
     }
 
+    // MARK: - https
+
+    /// Runs `body` with a started https JWKS server presenting `pair`'s certificate, and the
+    /// test CA's root in a file for `jwks-ca-file`; always stops and removes them.
+    func withHTTPSJWKS<T>(
+        _ response: JWKSTestServer.Response, certificate pair: KeyPath<TestCertificates, TestCertificates.Pair>,
+        _ body: (JWKSTestServer, _ caFile: String) async throws -> T
+    ) async throws -> T {
+        let certificates = try await TestCertificates.shared()
+        let caFile = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "pgws-jwks-ca-\(UUID().uuidString).pem")
+        try Data(certificates.rootPEM).write(to: caFile)
+        defer { try? FileManager.default.removeItem(at: caFile) }
+        let jwks = try await JWKSTestServer.startTLS(serving: response, certificate: certificates[keyPath: pair])
+        do {
+            let result = try await body(jwks, caFile.path)
+            await jwks.stop()
+            return result
+        } catch {
+            await jwks.stop()
+            throw error
+        }
+    }
+
+    @Test func httpsWithAPrivateCAFromJWKSCAFileVerifiesAndRotates() async throws {
+        try await withHTTPSJWKS(Self.response(Keys.jwks(Keys.rsa1), maxAge: 1), certificate: \.first) { jwks, caFile in
+            #expect(jwks.url.hasPrefix("https://localhost:"))
+            try await TestServer.with({
+                $0.jwtSecret = nil
+                $0.jwks = JWKSSettings(url: jwks.url, caFile: caFile)
+                $0.jwks?.minimumRefresh = .milliseconds(500)
+                $0.jwks?.unknownKeyInterval = .seconds(3600)
+            }) { server in
+                try await waitForLoad(server, jwks, keys: 1)
+                #expect(try await answer(server, Keys.tokenRS256).status == 101)
+                jwks.serve(Self.response(Keys.jwks(Keys.rsa2), maxAge: 3600))
+                try await waitUntil(timeout: 10, "the fetch max-age=1 asked for") { jwks.requests == 2 }
+                let changed = try await server.log.waitForRecord(
+                    with: [.jwksURL: jwks.url, .nextFetchSeconds: "3600.00"])
+                #expect(changed.message == "JWKS keys changed")
+                #expect(try await answer(server, Keys.tokenRS256Key2).status == 101, "rotated in over https")
+                #expect(try await answer(server, Keys.tokenRS256).status == 401)
+                #expect(jwks.connectionsAccepted == 2, "one connection per fetch, closed after it")
+                #expect(!server.log.records.contains { $0.level >= .warning && $0[.jwksURL] == jwks.url })
+                expectNoSecretsLogged(server)
+            }
+        }
+    }
+
+    @Test func httpsWithoutTheCAFileFailsVerificationOnceInTheLogAndTheServerKeepsServing() async throws {
+        try await withHTTPSJWKS(Self.response(Keys.jwks(Keys.rsa1)), certificate: \.first) { jwks, _ in
+            try await TestServer.with({
+                $0.jwks = JWKSSettings(url: jwks.url)  // the system's trust store only
+                $0.jwks?.retryInitial = .milliseconds(50)
+                $0.jwks?.retryMaximum = .milliseconds(100)
+            }) { server in
+                let warning = try await server.log.waitForRecord(with: [.jwksURL: jwks.url, .failures: "1"])
+                #expect(warning.message == "JWKS fetch failed, no keys from it yet")
+                #expect(warning[.error]?.hasPrefix("TLS handshake failed") == true, "\(warning)")
+                #expect(warning[.error]?.contains("certificate verify failed") == true, "\(warning)")
+                try await waitUntil(timeout: 10, "several retries") { jwks.connectionsAccepted >= 4 }
+                #expect(jwks.requests == 0, "no request goes over a connection that failed verification")
+                let hmacToken = TestTokens.mint(mode: "r", channel: "a")
+                #expect(try await answer(server, hmacToken).status == 101, "the jwt-secret's tokens still work")
+                #expect(try await answer(server, Keys.tokenRS256).status == 503)
+                let warnings = server.log.records.filter { $0.level >= .warning && $0[.jwksURL] == jwks.url }
+                #expect(warnings.count == 1, "\(warnings)")
+            }
+        }
+    }
+
+    @Test func httpsCertificateForAnotherHostNameIsRefused() async throws {
+        try await withHTTPSJWKS(Self.response(Keys.jwks(Keys.rsa1)), certificate: \.elsewhere) { jwks, caFile in
+            try await TestServer.with({
+                $0.jwks = JWKSSettings(url: jwks.url, caFile: caFile)  // a trusted CA, the wrong name
+                $0.jwks?.retryInitial = .milliseconds(50)
+                $0.jwks?.retryMaximum = .milliseconds(100)
+            }) { server in
+                let warning = try await server.log.waitForRecord(with: [.jwksURL: jwks.url, .failures: "1"])
+                #expect(warning.message == "JWKS fetch failed, no keys from it yet")
+                #expect(
+                    warning[.error] == "TLS handshake failed: the certificate is not for this host", "\(warning)")
+                #expect(jwks.requests == 0)
+                #expect(try await answer(server, Keys.tokenRS256).status == 503)
+            }
+        }
+    }
+
     @Test func audienceIsRequiredWhenSet() async throws {
         try await TestServer.with({ $0.jwtAudience = "pgws-test" }) { server async throws in
             func token(_ aud: JSONValue?) -> String {

@@ -154,6 +154,25 @@ struct JWKSURLTests {
         #expect(JWKSURL.problem(with: "https://:443/keys") == "has no host")
         #expect(JWKSURL.problem(with: "https://user@/keys") == "has no host")
         #expect(JWKSURL.problem(with: "https://idp.example/a key") != nil)
+        #expect(JWKSURL.problem(with: "https://idp.example/clé") != nil, "non-ASCII: percent-encoded or refused")
+        for port in ["0", "65536", "80a", "-1", "999999"] {
+            #expect(
+                JWKSURL.problem(with: "https://idp.example:\(port)/keys")
+                    == "has a port that is not a number from 1 to 65535", "\(port)")
+        }
+    }
+
+    @Test("the client connects to the host and port (the scheme's by default) and asks for the path and query")
+    func targets() {
+        #expect(JWKSURL.target("http://127.0.0.1:8080")?.path == "/", "an empty path is /")
+        #expect(JWKSURL.target("HTTP://idp.example?x=1#frag")?.path == "/?x=1", "the fragment is never sent")
+        #expect(JWKSURL.target("http://idp.example/k")?.port == 80)
+        #expect(JWKSURL.target("https://idp.example:/k")?.port == 443)
+        #expect(JWKSURL.target("https://idp.example:/k")?.hostHeader == "idp.example")
+        #expect(
+            JWKSURL.target("https://u@[::1]:8443/k")
+                == .init(scheme: "https", host: "::1", port: 8443, hostHeader: "[::1]:8443", path: "/k"))
+        #expect(JWKSURL.target("ftp://idp.example/k") == nil)
     }
 
     @Test("logs show scheme, host, port and path: never user information or the query")
@@ -167,13 +186,17 @@ struct JWKSURLTests {
         #expect(JWKSURL.redacted("not a url") == "(unparsable URL)")
     }
 
-    @Test("user information becomes Basic credentials and leaves the URL the client gets")
+    @Test("user information becomes Basic credentials and leaves what the client connects to and asks for")
     func userInfo() {
-        #expect(JWKSURL.withoutUserInfo("https://idp.example/keys") == "https://idp.example/keys")
+        #expect(
+            JWKSURL.target("https://idp.example/keys")
+                == .init(scheme: "https", host: "idp.example", port: 443, hostHeader: "idp.example", path: "/keys"))
         #expect(JWKSURL.basicAuthorization("https://idp.example/keys") == nil)
         #expect(
-            JWKSURL.withoutUserInfo("https://alice:pw@idp.example:8443/keys?x=1") == "https://idp.example:8443/keys?x=1"
-        )
+            JWKSURL.target("https://alice:pw@idp.example:8443/keys?x=1")
+                == .init(
+                    scheme: "https", host: "idp.example", port: 8443, hostHeader: "idp.example:8443",
+                    path: "/keys?x=1"))
         // RFC 7617's example: Aladdin / open sesame.
         #expect(
             JWKSURL.basicAuthorization("https://Aladdin:open%20sesame@idp.example/")

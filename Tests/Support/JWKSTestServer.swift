@@ -2,14 +2,16 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A small HTTP server on loopback that serves one document (a JWK Set) to a server under
 /// test, which a test can change (rotate keys, change caching headers or the status), stop
 /// (the URL becomes unreachable) and start again on the same port. It counts the requests.
 ///
 /// Every response closes its connection, so a stopped server is really unreachable (no pooled
-/// connection lives on) and every fetch is one request. TLS fits in `prepareChannel`: a TLS
-/// variant adds its server handler there, before the HTTP handlers, and passes "https".
+/// connection lives on) and every fetch is one request. TLS fits in `prepareChannel`: the TLS
+/// variant (`startTLS`) adds its server handler there, before the HTTP handlers, and names
+/// `localhost` in its URL, as its certificate does.
 public final class JWKSTestServer: Sendable {
     public struct Response: Sendable {
         public var status: Int
@@ -26,6 +28,7 @@ public final class JWKSTestServer: Sendable {
     private struct State {
         var response: Response
         var requests = 0
+        var accepted = 0
         var authorizations: [String?] = []
         var port = 0
         var listening: (any Channel)? = nil
@@ -33,17 +36,20 @@ public final class JWKSTestServer: Sendable {
     }
 
     public let scheme: String
+    /// The URL's host; the server listens on 127.0.0.1 whatever it is.
+    public let host: String
     public let path = "/.well-known/jwks.json"
     private let group: any EventLoopGroup
     private let prepareChannel: @Sendable (any Channel) throws -> Void
     private let state: NIOLockedValueBox<State>
 
     public init(
-        serving response: Response, scheme: String = "http",
+        serving response: Response, scheme: String = "http", host: String = "127.0.0.1",
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         prepareChannel: @escaping @Sendable (any Channel) throws -> Void = { _ in }
     ) {
         self.scheme = scheme
+        self.host = host
         self.group = group
         self.prepareChannel = prepareChannel
         self.state = NIOLockedValueBox(State(response: response))
@@ -56,10 +62,29 @@ public final class JWKSTestServer: Sendable {
         return server
     }
 
+    /// A started https server whose certificate is `pair`'s (`TestCertificates`), at
+    /// `https://localhost:PORT/...`.
+    public static func startTLS(serving response: Response, certificate pair: TestCertificates.Pair) async throws
+        -> JWKSTestServer
+    {
+        let configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(pair.chainPEM).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: pair.keyPEM, format: .pem)))
+        let context = try NIOSSLContext(configuration: configuration)
+        let server = JWKSTestServer(serving: response, scheme: "https", host: "localhost") { channel in
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+        }
+        try await server.start()
+        return server
+    }
+
     public var port: Int { state.withLockedValue { $0.port } }
-    public var url: String { "\(scheme)://127.0.0.1:\(port)\(path)" }
+    public var url: String { "\(scheme)://\(host):\(port)\(path)" }
     /// Requests answered so far.
     public var requests: Int { state.withLockedValue { $0.requests } }
+    /// Connections accepted so far, whether a request came on them or not (a client that
+    /// refused the TLS certificate sends none).
+    public var connectionsAccepted: Int { state.withLockedValue { $0.accepted } }
     /// The `Authorization` header of every request so far, in order.
     public var authorizations: [String?] { state.withLockedValue { $0.authorizations } }
 
@@ -105,7 +130,10 @@ public final class JWKSTestServer: Sendable {
 
     private func track(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
-        state.withLockedValue { $0.connections[id] = channel }
+        state.withLockedValue {
+            $0.connections[id] = channel
+            $0.accepted += 1
+        }
         channel.closeFuture.whenComplete { [state] _ in
             _ = state.withLockedValue { $0.connections.removeValue(forKey: id) }
         }

@@ -3,8 +3,8 @@ import NIOSSL
 import PostgresWebSockets
 
 /// Throwaway certificates for the TLS tests: a root CA, an intermediate CA, and two server
-/// certificates for `localhost` under the intermediate (serials 1001 and 2002),
-/// each with its own P-256 key. Made once per test process, kept in memory only; a test writes
+/// certificates for `localhost` under the intermediate (serials 1001 and 2002), plus one for
+/// another host name (`elsewhere.pgws.test`, serial 3003), each with its own P-256 key. Made once per test process, kept in memory only; a test writes
 /// the files its server reads with `TLSFiles`.
 ///
 /// Made with the `openssl` command (Debian's `openssl` package, which `scripts/install-deps`
@@ -24,6 +24,9 @@ public struct TestCertificates: Sendable {
     public let rootPEM: [UInt8]
     public let first: Pair
     public let second: Pair
+    /// A certificate from the same CA for `elsewhere.pgws.test`, not `localhost`: a client that
+    /// checks host names refuses it on `localhost`.
+    public let elsewhere: Pair
     /// A client context that trusts the root and verifies that the server is `localhost`.
     public let client: WebSocketClient.TLS
 
@@ -50,17 +53,19 @@ public struct TestCertificates: Sendable {
 
             """.utf8
         ).write(to: URL(fileURLWithPath: path("intermediate.ext")))
-        try Data(
-            """
-            basicConstraints = critical, CA:FALSE
-            keyUsage = critical, digitalSignature
-            extendedKeyUsage = serverAuth
-            subjectAltName = DNS:localhost
-            subjectKeyIdentifier = hash
-            authorityKeyIdentifier = keyid
+        for (name, dnsName) in [("first", "localhost"), ("second", "localhost"), ("elsewhere", "elsewhere.pgws.test")] {
+            try Data(
+                """
+                basicConstraints = critical, CA:FALSE
+                keyUsage = critical, digitalSignature
+                extendedKeyUsage = serverAuth
+                subjectAltName = DNS:\(dnsName)
+                subjectKeyIdentifier = hash
+                authorityKeyIdentifier = keyid
 
-            """.utf8
-        ).write(to: URL(fileURLWithPath: path("leaf.ext")))
+                """.utf8
+            ).write(to: URL(fileURLWithPath: path("\(name).ext")))
+        }
 
         let newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
         try await openssl(
@@ -79,18 +84,20 @@ public struct TestCertificates: Sendable {
             "-set_serial", "2", "-days", "3", "-extfile", path("intermediate.ext"), "-out", path("intermediate.pem"),
         ])
         var pairs: [Pair] = []
-        for (name, serial) in [("first", [UInt8]([0x10, 0x01])), ("second", [0x20, 0x02])] {
+        for (name, serial) in [
+            ("first", [UInt8]([0x10, 0x01])), ("second", [0x20, 0x02]), ("elsewhere", [0x30, 0x03]),
+        ] {
             try await openssl(
                 ["req", "-new"] + newKey + [
                     "-keyout", path("\(name).key"), "-out", path("\(name).csr"), "-subj",
-                    "/CN=localhost/O=pgws \(name)",
+                    "/CN=\(name == "elsewhere" ? "elsewhere.pgws.test" : "localhost")/O=pgws \(name)",
                 ])
             try await openssl([
                 "x509", "-req", "-in", path("\(name).csr"), "-CA", path("intermediate.pem"),
                 "-CAkey", path("intermediate.key"), "-set_serial",
                 "0x" + serial.map { String(format: "%02x", $0) }.joined(),
                 "-days", "3",
-                "-extfile", path("leaf.ext"), "-out", path("\(name).pem"),
+                "-extfile", path("\(name).ext"), "-out", path("\(name).pem"),
             ])
             pairs.append(
                 Pair(
@@ -99,7 +106,8 @@ public struct TestCertificates: Sendable {
         }
         let root = try file("root.pem")
         return TestCertificates(
-            rootPEM: root, first: pairs[0], second: pairs[1], client: try WebSocketClient.TLS(trusting: root))
+            rootPEM: root, first: pairs[0], second: pairs[1], elsewhere: pairs[2],
+            client: try WebSocketClient.TLS(trusting: root))
     }
 
     private static func openssl(_ arguments: [String]) async throws {

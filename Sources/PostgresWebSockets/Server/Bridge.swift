@@ -45,14 +45,14 @@ public final class Bridge: Service, Sendable {
                 "\(ConfigurationKey.jwtSecret.rawValue) or \(ConfigurationKey.jwksURL.rawValue) is required")
         }
         let jwksClient = try configuration.jwks.map { settings throws(ConfigurationError) in
-            (settings, try JWKSFetcher.clientConfiguration(for: settings))
+            (settings, try JWKSHTTPClient(settings: settings))
         }
         let keys = JWTKeyStore(
             configuredKeys: configuredKeys, audience: configuration.jwtAudience, fetchesKeys: jwksClient != nil)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         self.group = group
         let fetcher = jwksClient.map { settings, client in
-            JWKSFetcher(settings: settings, clientConfiguration: client, store: keys, group: group, logger: logger)
+            JWKSFetcher(settings: settings, client: client, store: keys, group: group, logger: logger)
         }
         // Likewise a certificate and key that do not load or do not match.
         tls = try configuration.tls.map { settings throws(ConfigurationError) in
