@@ -83,6 +83,7 @@ final class SocketFleet: Sendable {
             subprotocols = "pgws.v1, bearer.\(tokens[offset])"
             openingFrame = #"{"type":"subscribe","channel":"\#(spec.channelName(index: index))","since":"\#(since)"}"#
         }
+        let (finalPath, finalSubprotocols, finalOpeningFrame) = (path, subprotocols, openingFrame)
         let start = Clock.wallMicros()
         do {
             _ = try await ClientBootstrap(group: loop)
@@ -91,9 +92,9 @@ final class SocketFleet: Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let handler = LoadHandler(
-                            index: index, host: spec.host, port: spec.port, path: path, stats: box.value,
+                            index: index, host: spec.host, port: spec.port, path: finalPath, stats: box.value,
                             handshake: promise, seqFromIndex: spec.seqFromIndex, messageSize: spec.messageSize,
-                            subprotocols: subprotocols, openingFrame: openingFrame)
+                            subprotocols: finalSubprotocols, openingFrame: finalOpeningFrame)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
