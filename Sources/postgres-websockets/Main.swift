@@ -20,7 +20,14 @@ struct PostgresWebSocketsCommand: AsyncParsableCommand {
     @Argument(help: "Configuration file (key = value lines, as in sample.conf).")
     var configFile: String?
 
+    @Flag(help: "Print the SQL of the pgws schema (durable channels) and exit, for durable = check.")
+    var printSchema = false
+
     func run() async throws {
+        if printSchema {
+            print(DurableSchema.script, terminator: "")
+            return
+        }
         let configuration: Configuration
         do {
             configuration = try Configuration.load(path: configFile, environment: currentEnvironment())

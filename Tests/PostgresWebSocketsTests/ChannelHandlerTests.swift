@@ -35,7 +35,8 @@ private struct Harness {
             conninfo: "unused", settings: configuration.notifier, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(
             configuration: configuration, keys: JWTKeyStore(fixed: JWTVerifier(secret: secret)), hub: hub,
-            registry: registry, notifier: notifier, staticFiles: nil, tls: nil, logger: logger)
+            registry: registry, notifier: notifier, durableChannels: DurableDirectory(), staticFiles: nil, tls: nil,
+            logger: logger)
     }
 
     func connection() throws -> EmbeddedChannel {

@@ -198,6 +198,7 @@ struct LoopShardPropertyTests {
         sent["b"]!.append("b0")
         var resumed: [String] = []
         var lastSeen: UInt64 = 0
+        let since = { (sequence: UInt64) in harness.shard.offsets.offset(sequence)[...] }
 
         for _ in 0..<300 {
             switch random.next() % 7 {
@@ -241,9 +242,8 @@ struct LoopShardPropertyTests {
                     member.writable = random.next() % 2 == 0
                     harness.shard.add(member)
                     harness.shard.hold([ChannelKey("a")]) {}
-                    harness.shard.subscribe(member, to: ChannelKey("a"), since: lastSeen) { _, _ in
-                        ByteBuffer(string: "subscribed")
-                    }
+                    harness.shard.subscribe(member, to: ChannelKey("a"), since: since(lastSeen),
+                        reply: { _, _ in ByteBuffer(string: "subscribed") })
                     resumer = member
                 }
             }
@@ -255,7 +255,8 @@ struct LoopShardPropertyTests {
             let member = FakeMember(["a"])
             harness.shard.add(member)
             harness.shard.hold([ChannelKey("a")]) {}
-            harness.shard.subscribe(member, to: ChannelKey("a"), since: lastSeen) { _, _ in ByteBuffer(string: "subscribed") }
+            harness.shard.subscribe(member, to: ChannelKey("a"), since: since(lastSeen),
+                reply: { _, _ in ByteBuffer(string: "subscribed") })
             resumer = member
         }
         if let member = resumer {

@@ -42,6 +42,20 @@ public final class TestDatabase: @unchecked Sendable {
         try await onQueue { try self.querySync(sql, parameters) }
     }
 
+    /// Runs several statements in one simple query (a schema script, say).
+    public func run(script: String) async throws {
+        try await onQueue {
+            guard let result = PQexec(self.connection, script) else {
+                throw Error(description: String(cString: PQerrorMessage(self.connection)))
+            }
+            defer { PQclear(result) }
+            let status = PQresultStatus(result)
+            guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else {
+                throw Error(description: String(cString: PQresultErrorMessage(result)))
+            }
+        }
+    }
+
     public func querySync(_ sql: String, _ parameters: [String] = []) throws -> [[String?]] {
         let cStrings = parameters.map { strdup($0) }
         defer { cStrings.forEach { free($0) } }

@@ -89,7 +89,13 @@ private struct Settings {
         if let n = try int(.maxSocketBuffer, in: 1024...(1 << 30)) { config.limits.maxSocketBuffer = n }
         if let n = try int(.maxLag, in: (1 << 20)...(1 << 40)) { config.limits.maxLag = n }
         if let t = try seconds(.maxLagSeconds) { config.limits.maxLagDuration = t }
-        if let n = try int(.maxMessageSize, in: 1...Envelope.maxPayloadBytes) { config.limits.maxMessageSize = n }
+        if let n = try int(.maxMessageSize, in: 1...Limits.maxDurablePayload) { config.limits.maxMessageSize = n }
+        if let mode = values[.durable]?.value {
+            guard let parsed = DurableSchema.Mode(rawValue: mode.lowercased()) else {
+                throw invalid(.durable, "must be off, on or check")
+            }
+            config.durable.mode = parsed
+        }
         if let n = try int(.maxConnections, in: 1...10_000_000) { config.limits.maxConnections = n }
         if let t = try seconds(.handshakeTimeout) { config.limits.handshakeTimeout = t }
         if let n = try int(.maxHeaderSize, in: 1024...(1 << 20)) { config.limits.maxHeaderSize = n }

@@ -21,6 +21,7 @@ public struct Configuration: Sendable {
     public var listener = ListenerSettings()
     public var notifier = NotifierSettings()
     public var limits = Limits()
+    public var durable = DurableSettings()
     public var logLevel: Logger.Level = .info
     /// What loading noticed but did not refuse (settings accepted for compatibility), logged
     /// at start.
@@ -123,6 +124,19 @@ public struct ListenerSettings: Sendable {
     public var probeTimeout: Duration = .milliseconds(750)
 }
 
+/// Durable channels (the `pgws` schema).
+public struct DurableSettings: Sendable {
+    public var mode = DurableSchema.Mode.off
+    /// How often a server tries to prune messages past their retention (one server at a time).
+    public var pruneInterval: Duration = .seconds(30)
+    /// Messages a replay reads from the table per round trip, and the bytes it aims at.
+    public var replayPageRows = 2000
+    public var replayPageBytes = 1 << 20
+
+    /// Whether the server uses the schema at all.
+    public var isEnabled: Bool { mode != .off }
+}
+
 /// The connections that send client messages to PostgreSQL.
 public struct NotifierSettings: Sendable {
     /// libpq connections used to send client messages.
@@ -135,7 +149,10 @@ public struct NotifierSettings: Sendable {
 public struct Limits: Sendable {
     /// Open WebSockets allowed at once; one more gets HTTP 503.
     public var maxConnections: Int = 10_000
-    /// Largest text message a client may send, in bytes.
+    /// The largest payload of a durable channel's message (`pgws.publish` refuses more).
+    public static let maxDurablePayload = 1 << 20
+    /// Largest text message a client may send, in bytes. Above NOTIFY's limit only messages
+    /// to durable channels can be sent; others are refused with their envelope's size.
     public var maxMessageSize: Int = Envelope.maxPayloadBytes
     /// Bytes written to one socket and not yet taken by its kernel buffer, beyond which the
     /// socket stops getting frames directly and replays them from the delivery log instead.

@@ -31,6 +31,7 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case certificateFile = "certificate-file"
     case keyFile = "key-file"
     case logLevel = "log-level"
+    case durable
 
     public var environmentVariable: String {
         switch self {
@@ -64,6 +65,7 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .certificateFile: "PGWS_CERTIFICATE_FILE"
         case .keyFile: "PGWS_KEY_FILE"
         case .logLevel: "PGWS_LOG_LEVEL"
+        case .durable: "PGWS_DURABLE"
         }
     }
 

@@ -116,6 +116,11 @@ final class ListenRegistry: Sendable {
         shared.withLockedValue { $0.machine.syncSucceeded(received: received) }.forEach { $0() }
     }
 
+    /// Those of `channels` that some socket still holds.
+    func held(among channels: [ChannelKey]) -> Set<ChannelKey> {
+        shared.withLockedValue { shared in Set(channels.filter { shared.machine.isHeld($0) }) }
+    }
+
     /// See `ListenStateMachine.listenedSince`.
     func listenedSince(_ channel: ChannelKey) -> UInt64? {
         shared.withLockedValue { $0.machine.listenedSince(channel) }

@@ -42,6 +42,8 @@ struct ListenStateMachine<Waiter: Sendable>: Sendable {
 
     var heldChannels: Int { holders.count }
 
+    func isHeld(_ channel: ChannelKey) -> Bool { holders[channel] != nil }
+
     /// The notification sequence from which `channel` has been LISTENed without a break:
     /// every notification of it committed since then has that sequence or a later one. Nil
     /// while it is not LISTENed. A resume from an earlier sequence may have missed some.

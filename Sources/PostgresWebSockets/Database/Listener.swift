@@ -16,12 +16,21 @@ final class Listener<Sink: NotificationSink>: Service, NotificationProducer, Sen
     let sink: Sink
     let settings: ListenerSettings
     let conninfo: String
+    /// Whether the server uses the `pgws` schema (durable channels).
+    let durableMode: DurableSchema.Mode
+    /// Where it publishes which channels are durable.
+    let directory: DurableDirectory
     let logger: Logger
     /// False while the sink is full: the thread leaves PostgreSQL's socket unread.
     private let demand = Atomic<Bool>(true)
 
-    init(conninfo: String, settings: ListenerSettings, registry: ListenRegistry, sink: Sink, logger: Logger) {
+    init(
+        conninfo: String, settings: ListenerSettings, durableMode: DurableSchema.Mode = .off,
+        directory: DurableDirectory = DurableDirectory(), registry: ListenRegistry, sink: Sink, logger: Logger
+    ) {
         self.conninfo = conninfo
+        self.durableMode = durableMode
+        self.directory = directory
         self.settings = settings
         self.registry = registry
         self.sink = sink

@@ -7,18 +7,25 @@ import Logging
 
 /// The listener thread: its connection, the command on the wire, and the outage it is in.
 struct ListenerLoop<Sink: NotificationSink> {
-    private enum OnTheWire {
-        case sync
+    enum OnTheWire {
+        /// The registry's LISTEN/UNLISTEN round trip; `following`: the durable channels among
+        /// its LISTENs, whose signal channels it LISTENs too.
+        case sync(ListenStateMachine<ListenRegistry.Ready>.Sync, following: [ChannelKey])
         /// An empty query on an idle connection: any answer proves the path to PostgreSQL.
         case probe
         case query(ListenRegistry.Query, rows: [String?])
+        case durable(DurableCommand, rows: [[String?]])
     }
 
     let listener: Listener<Sink>
     private let probeAfterIdle: Double
     private var answerDeadline: AnswerDeadline
     private var connection: PGConnection? = nil
-    private var onTheWire: OnTheWire? = nil
+    var onTheWire: OnTheWire? = nil
+    /// Durable channels: which are durable, which are followed, and where each stream is.
+    var streams = DurableStreams()
+    /// The listener's own work for durable channels, sent before the registry's next command.
+    var durableCommands: [DurableCommand] = []
     private var sentAt = 0.0
     private var lastInput = 0.0
     private var backoff = Backoff()
@@ -27,8 +34,9 @@ struct ListenerLoop<Sink: NotificationSink> {
     private var failedAttempts = 0
     /// Set when the start-up attempts (`retries`) ran out: why the listener gave up.
     private(set) var gaveUp: String? = nil
-    private var logger: Logger { listener.logger }
-    private var registry: ListenRegistry { listener.registry }
+    var logger: Logger { listener.logger }
+    var registry: ListenRegistry { listener.registry }
+    var isDurable: Bool { listener.durableMode != .off }
 
     init(listener: Listener<Sink>) {
         self.listener = listener
@@ -52,13 +60,27 @@ struct ListenerLoop<Sink: NotificationSink> {
     private mutating func connect() {
         switch PGConnection.connect(listener.conninfo, applicationName: "postgres-websockets listener") {
         case .success(let conn):
+            if isDurable {
+                switch prepareDurable(conn) {
+                case .success:
+                    break
+                case .failure(let failure) where failure.isFatal:
+                    gaveUp = failure.message
+                    return
+                case .failure(let failure):
+                    fail(failure.message)
+                    return
+                }
+            }
             guard conn.setNonBlocking() else {
                 fail("cannot set the connection non-blocking: \(conn.errorMessage)")
                 return
             }
             connection = conn
             onTheWire = nil
+            durableCommands = []
             registry.connectionOpened()
+            if isDurable { deliver(streams.keepOnly(registry.held(among: streams.followed))) }
             lastInput = monotonicSeconds()
             backoff.reset()
             hasConnected = true
@@ -97,6 +119,8 @@ struct ListenerLoop<Sink: NotificationSink> {
     private mutating func lose(_ reason: String) {
         connection = nil
         onTheWire = nil
+        durableCommands = []
+        streams.connectionLost()
         outageStart = monotonicSeconds()
         logger.log(.warning, "database connection lost", [.database: "lost", .error: "\(reason)"])
         registry.connectionLost()
@@ -147,19 +171,31 @@ struct ListenerLoop<Sink: NotificationSink> {
     }
 
     private mutating func startNextCommand(_ conn: PGConnection) {
+        if !durableCommands.isEmpty {
+            startDurableCommand(durableCommands.removeFirst(), conn)
+            return
+        }
         switch registry.nextCommand() {
         case .sync(let sync)?:
+            let following = sync.listen.filter { streams.durable.contains($0) }
+            let unfollowing = sync.unlisten.filter { streams.isFollowed($0) }
             var sql = ""
-            for (verb, channels) in [("LISTEN", sync.listen), ("UNLISTEN", sync.unlisten)] {
+            let statements = [
+                ("LISTEN", sync.listen.map(\.name)), ("UNLISTEN", sync.unlisten.map(\.name)),
+                ("LISTEN", following.map(DurableStreams.signalChannel)),
+                ("UNLISTEN", unfollowing.map(DurableStreams.signalChannel)),
+            ]
+            for (verb, channels) in statements {
                 for channel in channels {
-                    guard let quoted = conn.quoteIdentifier(channel.name) else {
+                    guard let quoted = conn.quoteIdentifier(channel) else {
                         lose("cannot quote a channel name: \(conn.errorMessage)")
                         return
                     }
                     sql += "\(verb) \(quoted);"
                 }
             }
-            send(conn, sql, as: .sync)
+            for channel in unfollowing { deliver(streams.stopFollowing(channel)) }
+            send(conn, sql, as: .sync(sync, following: following))
             logger.log(
                 .debug, "LISTEN set update sent",
                 [.listen: "\(sync.listen.count)", .unlisten: "\(sync.unlisten.count)"])
@@ -170,8 +206,9 @@ struct ListenerLoop<Sink: NotificationSink> {
         }
     }
 
-    private mutating func send(_ conn: PGConnection, _ sql: String, as command: OnTheWire) {
-        guard conn.sendQuery(sql) else {
+    mutating func send(_ conn: PGConnection, _ sql: String, parameters: [String]? = nil, as command: OnTheWire) {
+        let sent = parameters.map { conn.sendQuery(sql, textParameters: $0) } ?? conn.sendQuery(sql)
+        guard sent else {
             if case .query(let query, _) = command {
                 query.completion(.failure(DatabaseError(kind: .content, message: conn.errorMessage, sqlState: nil)))
             }
@@ -190,9 +227,19 @@ struct ListenerLoop<Sink: NotificationSink> {
                 continue
             }
             if result.isSuccess {
-                if case .query(let query, var rows) = command, result.status == PGRES_TUPLES_OK {
-                    for row in 0..<result.rowCount { rows.append(result.value(row: row, column: 0)) }
-                    onTheWire = .query(query, rows: rows)
+                if result.status == PGRES_TUPLES_OK {
+                    switch command {
+                    case .query(let query, var rows):
+                        for row in 0..<result.rowCount { rows.append(result.value(row: row, column: 0)) }
+                        onTheWire = .query(query, rows: rows)
+                    case .durable(let durable, var rows):
+                        for row in 0..<result.rowCount {
+                            rows.append((0..<result.columnCount).map { result.value(row: row, column: $0) })
+                        }
+                        onTheWire = .durable(durable, rows: rows)
+                    default:
+                        break
+                    }
                 }
                 continue
             }
@@ -207,6 +254,13 @@ struct ListenerLoop<Sink: NotificationSink> {
                 while !conn.isBusy, conn.nextResult() != nil {}
                 lose("LISTEN failed: \(error)")
                 return
+            case .durable:
+                // The schema was checked when the connection opened: a failure now means it
+                // changed under the server, or the session is in trouble. A new connection
+                // checks it again and reads what was missed.
+                while !conn.isBusy, conn.nextResult() != nil {}
+                lose("durable channel query failed: \(error)")
+                return
             }
         }
     }
@@ -214,22 +268,33 @@ struct ListenerLoop<Sink: NotificationSink> {
     private mutating func finish(_ command: OnTheWire) {
         answerDeadline.answered(after: monotonicSeconds() - sentAt)
         switch command {
-        case .sync:
-            registry.syncSucceeded(received: listener.sink.received)
+        case .sync(let sync, let following):
+            guard isDurable else {
+                registry.syncSucceeded(received: listener.sink.received)
+                return
+            }
+            finishSync(sync, following: following)
         case .probe:
             break
         case .query(let query, let rows):
             query.completion(.success(rows))
+        case .durable(let durable, let rows):
+            finishDurableCommand(durable, rows: rows)
         }
     }
 
     private mutating func dispatchNotifications(_ conn: PGConnection) {
         var batch = listener.sink.makeBatch()
+        let durable = isDurable
         conn.drainNotifications { channel, payload in
-            batch.append(
-                channel: UnsafeRawBufferPointer(start: channel, count: strlen(channel)),
-                payload: UnsafeRawBufferPointer(start: payload, count: strlen(payload)))
-            if batch.count == Listener<Sink>.maxDispatchBatch {
+            let channelBytes = UnsafeRawBufferPointer(start: channel, count: strlen(channel))
+            let payloadBytes = UnsafeRawBufferPointer(start: payload, count: strlen(payload))
+            if durable, DurableStreams.isInternal(channelBytes) {
+                durableSignal(channelBytes, payloadBytes, into: &batch)
+            } else {
+                batch.append(channel: channelBytes, payload: payloadBytes)
+            }
+            if batch.count >= Listener<Sink>.maxDispatchBatch {
                 listener.deliver(batch)
                 batch = listener.sink.makeBatch()
             }

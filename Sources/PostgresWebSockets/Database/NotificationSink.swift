@@ -16,7 +16,12 @@ protocol NotificationSink<Batch>: Sendable {
 
 protocol NotificationBatch {
     var count: Int { get }
+    /// A NOTIFY as PostgreSQL delivered it.
     mutating func append(channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
+    /// A message of a durable channel, in offset order.
+    mutating func append(durable channel: ChannelKey, offset: UInt64, payload: UnsafeRawBufferPointer)
+    /// From here on `channel` is durable (its newest offset being `last`), or no longer.
+    mutating func append(durability channel: ChannelKey, isDurable: Bool, last: UInt64)
 }
 
 enum NotificationDemand: Sendable, Equatable {

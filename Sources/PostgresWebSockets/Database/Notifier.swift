@@ -47,15 +47,18 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
     private let queued = Atomic<Int>(0)
     private let phase = Atomic<Phase>(.running)
     private let conninfo: String
+    /// Client messages go through `pgws.send`, which stores those of durable channels.
+    private let durable: Bool
     let status: DatabaseStatus
     private let pausedWriters: any PausedWriters
     private let logger: Logger
 
     init(
-        conninfo: String, settings: NotifierSettings, status: DatabaseStatus, pausedWriters: any PausedWriters,
-        logger: Logger
+        conninfo: String, settings: NotifierSettings, durable: Bool = false, status: DatabaseStatus,
+        pausedWriters: any PausedWriters, logger: Logger
     ) {
         self.conninfo = conninfo
+        self.durable = durable
         self.maxPending = settings.maxPendingMessages
         self.pending = WatermarkedLevel(
             Watermark(low: settings.maxPendingMessages / 4, high: max(1, settings.maxPendingMessages / 2 + 1)))
@@ -170,6 +173,8 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             }
             let result = send(batch, on: conn)
             let outcome: LaneQueue.Outcome
+            var offsets: [String?] = []
+            if case .success(let rows) = result { offsets = rows }
             switch result {
             case .success: outcome = .committed
             case .failure(let error) where error.kind == .connection: outcome = .connectionFailed
@@ -178,7 +183,16 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             switch lane.queue.withLockedValue({ $0.finish(outcome) }) {
             case .completed(let count, let counted):
                 completed(count: count, counted: counted)
-                for entry in batch where entry.message.confirms { entry.message.sender?.messageCommitted() }
+                // A message's offset is that of its first notification (its channel's; the rest
+                // are audit copies).
+                var row = 0
+                for entry in batch {
+                    if entry.message.confirms {
+                        let offset = row < offsets.count ? offsets[row].flatMap { UInt64($0) } : nil
+                        entry.message.sender?.messageCommitted(offset: offset)
+                    }
+                    row += entry.message.notifications.count
+                }
             case .rejected(let counted):
                 if case .refused(let error) = outcome {
                     logger.log(.info, "PostgreSQL rejected a client message", [.error: "\(error)"])
@@ -204,33 +218,36 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
         }
     }
 
-    /// Sends one batch in one statement and waits for PostgreSQL's answer.
-    private func send(_ entries: [LaneQueue.Entry], on conn: PGConnection) -> Result<Void, DatabaseError> {
+    /// Sends one batch in one statement and waits for PostgreSQL's answer: with durable
+    /// channels, one row per notification (its offset, or NULL).
+    private func send(_ entries: [LaneQueue.Entry], on conn: PGConnection) -> Result<[String?], DatabaseError> {
         var batch = NotifyBatch()
         for entry in entries {
             for notification in entry.message.notifications {
                 batch.append(channel: notification.channel, payload: notification.payload)
             }
         }
-        guard batch.count > 0 else { return .success(()) }
+        guard batch.count > 0 else { return .success([]) }
         guard
             conn.sendQuery(
-                NotifyBatch.sql, binaryParameters: batch.parameters,
+                durable ? NotifyBatch.durableSQL : NotifyBatch.sql, binaryParameters: batch.parameters,
                 types: [NotifyBatch.textArrayOID, NotifyBatch.textArrayOID])
         else { return .failure(.connection(conn.errorMessage)) }
         return awaitResult(conn)
     }
 
-    private func awaitResult(_ conn: PGConnection) -> Result<Void, DatabaseError> {
+    private func awaitResult(_ conn: PGConnection) -> Result<[String?], DatabaseError> {
         let deadline = monotonicSeconds() + Self.resultTimeout
-        var outcome: Result<Void, DatabaseError>? = nil
+        var outcome: Result<[String?], DatabaseError>? = nil
         while true {
             while !conn.isBusy {
                 guard let result = conn.nextResult() else {
                     return outcome ?? .failure(.connection("no result from PostgreSQL"))
                 }
                 if result.isSuccess {
-                    if outcome == nil { outcome = .success(()) }
+                    if outcome == nil {
+                        outcome = .success(durable ? (0..<result.rowCount).map { result.value(row: $0, column: 0) } : [])
+                    }
                 } else {
                     let state = result.sqlState
                     let transient = conn.isBad || state.map(DatabaseError.isTransient) ?? true

@@ -6,6 +6,8 @@ import CLibPQ
 /// value is ever spliced into SQL text and nothing needs escaping.
 struct NotifyBatch {
     static let sql = "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS m(c, p)"
+    /// With durable channels: stored (one row per message, its offset) or NOTIFYed (NULL).
+    static let durableSQL = "SELECT pgws.send(c, p) FROM unnest($1::text[], $2::text[]) AS m(c, p)"
     static let textArrayOID: Oid = 1009
     static let textOID: UInt32 = 25
 

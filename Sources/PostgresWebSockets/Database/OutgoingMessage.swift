@@ -1,8 +1,9 @@
 /// Told what became of a client's message: refused by PostgreSQL for its content (an outage
-/// is retried, never reported), or committed (only when the message asks for it).
+/// is retried, never reported), or committed (only when the message asks for it), with its
+/// offset when its channel is durable.
 protocol MessageSender: Sendable {
     func messageRejected(reason: String)
-    func messageCommitted()
+    func messageCommitted(offset: UInt64?)
 }
 
 /// One client message (or meta event) and every NOTIFY it becomes: one per channel of the

@@ -73,6 +73,14 @@ final class PGConnection {
         PQsendQuery(raw, sql) == 1
     }
 
+    /// Sends a statement with text parameters.
+    func sendQuery(_ sql: String, textParameters: [String]) -> Bool {
+        let cStrings = textParameters.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        let values = cStrings.map { UnsafePointer($0) }
+        return PQsendQueryParams(raw, sql, Int32(textParameters.count), nil, values, nil, nil, 0) == 1
+    }
+
     /// Sends a statement whose parameters are given in binary format.
     func sendQuery(_ sql: String, binaryParameters: [[UInt8]], types: [Oid]) -> Bool {
         let lengths = binaryParameters.map { Int32($0.count) }
@@ -82,6 +90,29 @@ final class PGConnection {
                 raw, sql, Int32(binaryParameters.count), types, pointers, lengths, formats, 0
             ) == 1
         }
+    }
+
+    /// Runs `sql` and waits for it (blocking, whatever the connection's mode): for start-up
+    /// work such as installing the schema. Parameters are text. The rows of the last result.
+    func execute(_ sql: String, _ parameters: [String] = []) -> Result<[[String?]], DatabaseError> {
+        let cStrings = parameters.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        let values = cStrings.map { UnsafePointer($0) }
+        let result =
+            parameters.isEmpty
+            ? PQexec(raw, sql) : PQexecParams(raw, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        guard let result else { return .failure(.connection(errorMessage)) }
+        let wrapped = PGResult(result)
+        guard wrapped.isSuccess else {
+            let state = wrapped.sqlState
+            let transient = isBad || state.map(DatabaseError.isTransient) ?? true
+            return .failure(
+                DatabaseError(kind: transient ? .connection : .content, message: wrapped.errorMessage, sqlState: state))
+        }
+        return .success(
+            (0..<wrapped.rowCount).map { row in
+                (0..<Int(PQnfields(result))).map { wrapped.value(row: row, column: $0) }
+            })
     }
 
     /// Pushes buffered output to the server: 0 when done, 1 when more remains, -1 on failure.
@@ -142,6 +173,8 @@ final class PGResult {
     }
 
     var rowCount: Int { Int(PQntuples(raw)) }
+
+    var columnCount: Int { Int(PQnfields(raw)) }
 
     func value(row: Int, column: Int) -> String? {
         guard PQgetisnull(raw, Int32(row), Int32(column)) == 0 else { return nil }

@@ -182,12 +182,7 @@ struct Handshake {
 
     /// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2.
     static func acceptValue(for key: Substring) -> String {
-        let input = Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
-        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        let ok = EVP_Digest(input, input.count, &digest, &length, EVP_sha1(), nil)
-        precondition(ok == 1, "libcrypto SHA-1 failed")
-        return Base64.encode(digest[0..<Int(length)])
+        Base64.encode(Digest.sha1(Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)))
     }
 
     static func switchingProtocols(acceptKey: String, subprotocol: String?) -> String {

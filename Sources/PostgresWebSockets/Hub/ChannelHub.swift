@@ -23,14 +23,15 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
     /// - Parameter window: what each loop's `DeliveryLog` keeps (`max-lag`, `max-lag-seconds`).
     init(
         group: any EventLoopGroup, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount),
-        routing: ListenChannelRouting
+        routing: ListenChannelRouting, store: (any DurableReading)? = nil
     ) {
         self.routing = routing
         let offsets = OffsetSpace()
         self.offsets = offsets
         shards = group.makeIterator().map { loop in
             NIOLoopBoundBox.makeBoxSendingValue(
-                LoopShard(eventLoop: loop, registry: registry, window: window, offsets: offsets), eventLoop: loop)
+                LoopShard(eventLoop: loop, registry: registry, window: window, offsets: offsets, store: store),
+                eventLoop: loop)
         }
         inboxes = shards.map { _ in ShardInbox() }
     }

@@ -17,14 +17,25 @@ struct DeliveryLog {
         /// The raw text frame; the other encodings are made on first need.
         let frame: ByteBuffer
         let arrival: NIODeadline
+        let kind: Notification.Kind
         fileprivate var v1: ByteBuffer? = nil
         fileprivate var sse: ByteBuffer? = nil
 
-        init(sequence: UInt64, channel: ChannelKey, frame: ByteBuffer, arrival: NIODeadline) {
+        init(
+            sequence: UInt64, channel: ChannelKey, frame: ByteBuffer, arrival: NIODeadline,
+            kind: Notification.Kind = .plain
+        ) {
             self.sequence = sequence
             self.channel = channel
             self.frame = frame
             self.arrival = arrival
+            self.kind = kind
+        }
+
+        /// A durable message's offset on its channel.
+        var durableOffset: UInt64? {
+            if case .durable(let offset) = kind { return offset }
+            return nil
         }
     }
 
@@ -90,7 +101,7 @@ struct DeliveryLog {
             if let made = entries[index].v1 { return made }
             let entry = entries[index]
             let made = MessageFrames.v1Message(
-                channel: entry.channel.name, offset: offsets.offset(sequence),
+                channel: entry.channel.name, offset: offset(of: entry),
                 payload: MessageFrames.payload(ofRawFrame: entry.frame))
             entries[index].v1 = made
             bytes += made.readableBytes
@@ -98,10 +109,15 @@ struct DeliveryLog {
         case .sse:
             if let made = entries[index].sse { return made }
             let made = MessageFrames.sseEvent(
-                offset: offsets.offset(sequence), payload: MessageFrames.payload(ofRawFrame: entries[index].frame))
+                offset: offset(of: entries[index]), payload: MessageFrames.payload(ofRawFrame: entries[index].frame))
             entries[index].sse = made
             bytes += made.readableBytes
             return made
         }
+    }
+
+    /// The offset clients see: a durable message's number, else this process's sequence.
+    func offset(of entry: Entry) -> String {
+        entry.durableOffset.map { "\($0)" } ?? offsets.offset(entry.sequence)
     }
 }

@@ -5,10 +5,22 @@ import NIOWebSocket
 /// the WebSocket text frame every reading socket of that channel is sent. One buffer,
 /// shared by all of them.
 struct Notification: Sendable {
+    /// What the entry is besides its frame.
+    enum Kind: Sendable, Equatable {
+        /// A NOTIFY on the channel.
+        case plain
+        /// A message of a durable channel, with its offset there.
+        case durable(UInt64)
+        /// Not a message (no frame): from here on the channel is durable (and its newest
+        /// offset is `last`) or no longer.
+        case durability(isDurable: Bool, last: UInt64)
+    }
+
     /// Consecutive over the server's life, in PostgreSQL's commit order.
     let sequence: UInt64
     let channel: ChannelKey
     let frame: ByteBuffer
+    var kind = Kind.plain
 }
 
 /// Encodes the listener's notifications as WebSocket text frames, many per allocation.
@@ -23,8 +35,8 @@ struct FrameBatch: NotificationBatch {
     private let routing: ListenChannelRouting
     private let allocator = ByteBufferAllocator()
     private var arena = ByteBuffer()
-    private var pending: [(channel: ChannelKey, start: Int, length: Int)] = []
-    private var sealed: [(channel: ChannelKey, frame: ByteBuffer)] = []
+    private var pending: [(channel: ChannelKey, start: Int, length: Int, kind: Notification.Kind)] = []
+    private var sealed: [(channel: ChannelKey, frame: ByteBuffer, kind: Notification.Kind)] = []
     private(set) var byteCount = 0
 
     var count: Int { sealed.count + pending.count }
@@ -34,6 +46,18 @@ struct FrameBatch: NotificationBatch {
     }
 
     mutating func append(channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
+        append(routing.route(channel: channel, payload: payload), payload: payload, kind: .plain)
+    }
+
+    mutating func append(durable channel: ChannelKey, offset: UInt64, payload: UnsafeRawBufferPointer) {
+        append(channel, payload: payload, kind: .durable(offset))
+    }
+
+    mutating func append(durability channel: ChannelKey, isDurable: Bool, last: UInt64) {
+        pending.append((channel, arena.writerIndex, 0, .durability(isDurable: isDurable, last: last)))
+    }
+
+    private mutating func append(_ channel: ChannelKey, payload: UnsafeRawBufferPointer, kind: Notification.Kind) {
         let length = WebSocketFrames.headerLength(payloadLength: payload.count) + payload.count
         if arena.writableBytes < length {
             seal()
@@ -42,7 +66,7 @@ struct FrameBatch: NotificationBatch {
         let start = arena.writerIndex
         WebSocketFrames.writeHeader(opcode: .text, payloadLength: payload.count, into: &arena)
         arena.writeBytes(payload)
-        pending.append((routing.route(channel: channel, payload: payload), start, length))
+        pending.append((channel, start, length, kind))
         byteCount += length
     }
 
@@ -51,7 +75,8 @@ struct FrameBatch: NotificationBatch {
         seal()
         return sealed.enumerated().map {
             Notification(
-                sequence: firstSequence &+ UInt64($0.offset), channel: $0.element.channel, frame: $0.element.frame)
+                sequence: firstSequence &+ UInt64($0.offset), channel: $0.element.channel, frame: $0.element.frame,
+                kind: $0.element.kind)
         }
     }
 
@@ -65,7 +90,7 @@ struct FrameBatch: NotificationBatch {
             source.writeImmutableBuffer(used)
         }
         for entry in pending {
-            sealed.append((entry.channel, source.getSlice(at: entry.start, length: entry.length)!))
+            sealed.append((entry.channel, source.getSlice(at: entry.start, length: entry.length)!, entry.kind))
         }
         pending.removeAll(keepingCapacity: true)
         // The slices share the arena; dropping this reference keeps later writes from copying it.

@@ -11,12 +11,15 @@ public struct DeliveryCounters: Equatable, Sendable {
     public var replayed = 0
     /// Sockets closed because their position fell out of the window.
     public var cutOff = 0
+    /// Sockets that fell out of the window and went on from a durable channel's table.
+    public var fromTable = 0
 
     mutating func add(_ other: DeliveryCounters) {
         fellBehind += other.fellBehind
         caughtUp += other.caughtUp
         replayed += other.replayed
         cutOff += other.cutOff
+        fromTable += other.fromTable
     }
 }
 
@@ -29,23 +32,29 @@ public struct DeliveryCounters: Equatable, Sendable {
 final class LoopShard {
     let eventLoop: any EventLoop
     private let registry: ListenRegistry
-    private var channels: [ChannelKey: SubscriberList] = [:]
-    private var members: [ObjectIdentifier: MemberRecord] = [:]
-    private(set) var log: DeliveryLog
+    /// Where durable channels' messages are read from when the log does not reach back far
+    /// enough; nil when durable channels are off.
+    let store: (any DurableReading)?
+    var channels: [ChannelKey: SubscriberList] = [:]
+    var members: [ObjectIdentifier: MemberRecord] = [:]
+    var log: DeliveryLog
+    /// The durable channels, with the newest offset this loop has seen of each.
+    var durable: [ChannelKey: UInt64] = [:]
     /// The members whose position is `.lagging`: the ones a trim may cut off.
     private var lagging: [ObjectIdentifier: MemberRecord] = [:]
     /// No lagging member is behind this sequence (a lower bound, refreshed when crossed).
     private var oldestLag: UInt64 = .max
-    private(set) var counters = DeliveryCounters()
+    var counters = DeliveryCounters()
     private var pass = 0
     private var sweeper: RepeatedTask? = nil
 
     init(
         eventLoop: any EventLoop, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount),
-        offsets: OffsetSpace = OffsetSpace()
+        offsets: OffsetSpace = OffsetSpace(), store: (any DurableReading)? = nil
     ) {
         self.eventLoop = eventLoop
         self.registry = registry
+        self.store = store
         self.log = DeliveryLog(maxBytes: window.bytes, maxAge: window.age, offsets: offsets)
     }
 
@@ -66,6 +75,7 @@ final class LoopShard {
                 list.lingering = nil
             } else {
                 list = SubscriberList(channel: key)
+                list.isDurable = durable[key] != nil
                 channels[key] = list
                 firstHere.append(key)
             }
@@ -111,48 +121,65 @@ final class LoopShard {
         }
     }
 
-    /// `member` reads the held channel `key` from now on, after the log's notifications of
-    /// it that follow `since` (one of this process's sequences) if any. `reply`, given the
-    /// sequence of the channel's last notification before live delivery starts and whether
-    /// the replay holds everything after `since`, makes the frame written after the replayed
-    /// frames and before any live one.
+    /// `member` reads the held channel `key` from now on, after what it missed since `since`
+    /// (an offset it got earlier) if given. `preface`, given whether everything after `since`
+    /// can be sent, makes a frame written before the replayed ones (SSE's gap event); `reply`,
+    /// given the offset of the channel's last message before live delivery starts and that
+    /// same answer, makes the frame written after them and before any live one.
     func subscribe(
-        _ member: any ShardMember, to key: ChannelKey, since: UInt64? = nil,
-        reply: ((_ last: UInt64?, _ recovered: Bool) -> ByteBuffer)? = nil
+        _ member: any ShardMember, to key: ChannelKey, since: Substring? = nil,
+        preface: ((_ recovered: Bool) -> ByteBuffer?)? = nil,
+        reply: ((_ last: String?, _ recovered: Bool) -> ByteBuffer)? = nil
     ) {
         guard let record = members[ObjectIdentifier(member)], let list = channels[key] else { return }
+        guard record.position != .cut else { return }
+        if list.isDurable, record.encoding != .raw {
+            return subscribeDurable(record, to: list, since: since, preface: preface, reply: reply)
+        }
+        let sequence = since.flatMap { log.offsets.sequence(of: $0) }
         let boundary = log.next
         var recovered = false
         var replayFrom: UInt64? = nil
-        if let since, since < boundary {
-            recovered = canReplay(since, of: key)
-            let start = max(since &+ 1, log.first)
+        if let sequence, sequence < boundary {
+            recovered = canReplay(sequence, of: key)
+            let start = max(sequence &+ 1, log.first)
             if start < boundary { replayFrom = start }
         }
-        let replyFrame = reply?(list.lastSequence ?? lastSequence(of: key), recovered)
+        if since != nil, let frame = preface?(recovered) { record.member.deliverReply(frame) }
+        let last = (list.lastSequence ?? lastSequence(of: key)).flatMap { log.entry($0) }.map { log.offset(of: $0) }
+        let replyFrame = reply?(last, recovered)
         record.add(list)
         list.append(record)
+        replay(record, list, from: replayFrom, boundary: boundary, then: replyFrame)
+    }
+
+    /// Puts `record`, which just started reading `list`, on the log from `from` for that
+    /// list (nil: nothing to replay), its other lists going on where they were; `replyFrame`
+    /// goes out once the log up to `boundary` is written.
+    func replay(
+        _ record: MemberRecord, _ list: SubscriberList, from: UInt64?, boundary: UInt64, then replyFrame: ByteBuffer?
+    ) {
         switch record.position {
         case .cut:
             return
         case .live:
-            if let from = replayFrom {
+            if let from, from < boundary {
                 for other in record.lists where other !== list { record.floors[ObjectIdentifier(other)] = boundary }
                 record.floors[ObjectIdentifier(list)] = from
                 if let replyFrame { record.replies.append((boundary, replyFrame)) }
                 startLagging(record, from: from)
-                canWrite(member)
+                canWrite(record.member)
             } else if let replyFrame {
                 send(replyFrame, to: record)
             }
         case .lagging(let position):
-            if let from = replayFrom, from < position {
+            if let from, from < position {
                 for other in record.lists where other !== list {
                     record.floors[ObjectIdentifier(other)] = max(record.floors[ObjectIdentifier(other)] ?? 0, position)
                 }
                 startLagging(record, from: from)
             }
-            record.floors[ObjectIdentifier(list)] = replayFrom ?? boundary
+            record.floors[ObjectIdentifier(list)] = from ?? boundary
             if let replyFrame { record.replies.append((boundary, replyFrame)) }
         }
     }
@@ -180,7 +207,7 @@ final class LoopShard {
         send(frame, to: record)
     }
 
-    private func send(_ frame: ByteBuffer, to record: MemberRecord) {
+    func send(_ frame: ByteBuffer, to record: MemberRecord) {
         if record.replies.isEmpty {
             record.member.deliverReply(frame)
             record.member.flushIfNeeded()
@@ -233,7 +260,16 @@ final class LoopShard {
                 log.append(
                     DeliveryLog.Entry(
                         sequence: notification.sequence, channel: notification.channel, frame: notification.frame,
-                        arrival: now))
+                        arrival: now, kind: notification.kind))
+                switch notification.kind {
+                case .plain:
+                    break
+                case .durable(let offset):
+                    durable[notification.channel] = offset
+                case .durability(let isDurable, let last):
+                    durabilityChanged(notification.channel, isDurable: isDurable, last: last)
+                    continue
+                }
                 if let list = channels[notification.channel] {
                     list.lastSequence = notification.sequence
                     if !list.records.isEmpty {
@@ -266,7 +302,7 @@ final class LoopShard {
 
     private func deliver(_ notification: Notification, to list: SubscriberList) {
         guard list.encodedReaders > 0 else {
-            // Raw readers only: the hot path, one frame for all.
+            // Raw readers only: the hot path, one frame for all, durable or not.
             for record in list.records where record.position == .live {
                 if !record.member.deliver(notification.frame) {
                     fellBehind(record, at: notification.sequence)
@@ -275,8 +311,11 @@ final class LoopShard {
             return
         }
         for record in list.records where record.position == .live {
+            guard record.takes(notification.kind, of: list) else { continue }
             let frame = log.frame(notification.sequence, record.encoding)
-            if !record.member.deliver(frame) {
+            if record.member.deliver(frame) {
+                record.wrote(notification.kind, of: list)
+            } else {
                 fellBehind(record, at: notification.sequence)
             }
         }
@@ -300,7 +339,7 @@ final class LoopShard {
         record.member.logger.log(.debug, "socket fell behind, goes on from the log", [.sequence: "\(sequence)"])
     }
 
-    private func startLagging(_ record: MemberRecord, from sequence: UInt64) {
+    func startLagging(_ record: MemberRecord, from sequence: UInt64) {
         record.position = .lagging(from: sequence)
         lagging[ObjectIdentifier(record.member)] = record
         oldestLag = min(oldestLag, sequence)
@@ -310,7 +349,9 @@ final class LoopShard {
     /// order, until it cannot take more or has everything, and then takes frames directly.
     /// Replies held back for it go out where they belong in that order.
     func canWrite(_ member: any ShardMember) {
-        guard let record = members[ObjectIdentifier(member)], case .lagging(let from) = record.position else { return }
+        guard let record = members[ObjectIdentifier(member)] else { return }
+        if !record.tableReads.isEmpty { writeTableReads(of: record) }
+        guard case .lagging(let from) = record.position else { return }
         guard from >= log.first else {
             cut(record)
             return
@@ -318,12 +359,13 @@ final class LoopShard {
         var sequence = from
         while sequence < log.next {
             writeReplies(of: record, upTo: sequence)
-            if let entry = log.entry(sequence), record.wants(channels[entry.channel], sequence) {
+            if let entry = log.entry(sequence), let list = channels[entry.channel], record.wants(list, entry) {
                 guard member.deliver(log.frame(sequence, record.encoding)) else {
                     record.position = .lagging(from: sequence)
                     member.flushIfNeeded()
                     return
                 }
+                record.wrote(entry.kind, of: list)
                 counters.replayed += 1
             }
             sequence += 1
@@ -338,7 +380,7 @@ final class LoopShard {
     }
 
     /// Writes the held-back replies whose place is before the entry `sequence`.
-    private func writeReplies(of record: MemberRecord, upTo sequence: UInt64) {
+    func writeReplies(of record: MemberRecord, upTo sequence: UInt64) {
         while let reply = record.replies.first, reply.boundary <= sequence {
             record.member.deliverReply(reply.frame)
             record.replies.removeFirst()
@@ -361,6 +403,10 @@ final class LoopShard {
     }
 
     private func cut(_ record: MemberRecord) {
+        if catchUpFromTable(record) {
+            lagging[ObjectIdentifier(record.member)] = nil
+            return
+        }
         record.position = .cut
         record.replies = []
         lagging[ObjectIdentifier(record.member)] = nil

@@ -53,6 +53,12 @@ final class MemberRecord {
     /// Replies to write once the replay has passed `boundary`: a `subscribed` goes after the
     /// frames it replayed and before any live frame of its channel.
     var replies: [(boundary: UInt64, frame: ByteBuffer)] = []
+    /// Per durable list (`pgws.v1`, SSE): the offset of the last message written or already
+    /// known to the client. A message at or below it is not written again, from the log or
+    /// live, so a resume or a catch-up from the table never repeats one.
+    var cursors: [ObjectIdentifier: UInt64] = [:]
+    /// Per durable list being read from the table instead of the log.
+    var tableReads: [ObjectIdentifier: TableRead] = [:]
 
     init(member: any ShardMember) {
         self.member = member
@@ -70,11 +76,60 @@ final class MemberRecord {
     func remove(_ list: SubscriberList) {
         lists.removeAll { $0 === list }
         floors[ObjectIdentifier(list)] = nil
+        cursors[ObjectIdentifier(list)] = nil
+        tableReads[ObjectIdentifier(list)] = nil
     }
 
-    /// Whether the entry of `list` with `sequence` is one this member still needs.
-    func wants(_ list: SubscriberList?, _ sequence: UInt64) -> Bool {
-        guard let list, reads(list) else { return false }
-        return sequence >= floors[ObjectIdentifier(list), default: 0]
+    /// Whether the log entry, of `list`, is one this member still needs.
+    func wants(_ list: SubscriberList?, _ entry: DeliveryLog.Entry) -> Bool {
+        guard let list, reads(list), entry.sequence >= floors[ObjectIdentifier(list), default: 0] else { return false }
+        return takes(entry.kind, of: list)
+    }
+
+    /// Whether a notification of this kind of `list` is for this member, position aside.
+    @inline(__always)
+    func takes(_ kind: Notification.Kind, of list: SubscriberList) -> Bool {
+        switch kind {
+        case .plain:
+            // A durable channel's structured readers get its stored messages only.
+            return encoding == .raw || !list.isDurable
+        case .durable(let offset):
+            guard encoding != .raw else { return true }
+            let key = ObjectIdentifier(list)
+            return tableReads[key] == nil && offset > cursors[key, default: 0]
+        case .durability:
+            return false
+        }
+    }
+
+    /// A durable message of `list` was written.
+    @inline(__always)
+    func wrote(_ kind: Notification.Kind, of list: SubscriberList) {
+        if encoding != .raw, case .durable(let offset) = kind { cursors[ObjectIdentifier(list)] = offset }
+    }
+}
+
+/// A durable list that a member reads from the table: after a resume from further back than
+/// the log reaches, or after it fell out of the log's window. Pages are asked one at a time;
+/// the rows of the last one wait here while the socket cannot take them.
+final class TableRead {
+    /// The page asked for and not yet answered.
+    var waitingForPage = false
+    /// Rows not yet written.
+    var pending = CircularBuffer<(offset: UInt64, payload: ByteBuffer)>()
+    /// The last page answered held everything the table had.
+    var caughtUp = false
+    /// Whether the resume got every message after `since` (set by the first page).
+    var recovered: Bool? = nil
+    let since: UInt64
+    /// Written before the first replayed frame (SSE's gap event), given `recovered`.
+    let preface: ((Bool) -> ByteBuffer?)?
+    /// Written after the last replayed frame, before any live one (`subscribed`).
+    let reply: ((String?, Bool) -> ByteBuffer)?
+
+    init(since: UInt64, preface: ((Bool) -> ByteBuffer?)?, reply: ((String?, Bool) -> ByteBuffer)?) {
+        self.since = since
+        self.preface = preface
+        self.reply = reply
     }
 }

@@ -14,6 +14,8 @@ final class SubscriberList {
     var lastPass = 0
     /// The sequence of the channel's latest notification on this loop.
     var lastSequence: UInt64? = nil
+    /// The channel is durable: its `pgws.v1` and SSE readers get its stored messages only.
+    var isDurable = false
     /// Set while nobody holds the channel: it stays LISTENed (and resumable) until then.
     var lingering: Scheduled<Void>? = nil
     /// How many of the readers want `pgws.v1` or SSE frames, made only when one does.

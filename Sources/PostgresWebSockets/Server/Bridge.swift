@@ -59,25 +59,34 @@ public final class Bridge: Service, Sendable {
             try TLSContextStore(settings: settings)
         }
         let status = DatabaseStatus()
+        let directory = DurableDirectory()
         let registry = ListenRegistry(status: status)
+        let store =
+            configuration.durable.isEnabled
+            ? DurableStore(
+                conninfo: configuration.databaseURI, settings: configuration.durable, status: status, logger: logger)
+            : nil
         let hub = ChannelHub(
             group: group, registry: registry,
             window: (configuration.limits.maxLag, configuration.limits.maxLagDuration),
-            routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel))
+            routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel), store: store)
         // The listen channel is LISTENed for the server's whole life, sockets or not.
         registry.acquire([ChannelKey(configuration.channels.listenChannel)], awaiting: [], ready: {})
         let listener = Listener(
-            conninfo: configuration.databaseURI, settings: configuration.listener, registry: registry, sink: hub,
+            conninfo: configuration.databaseURI, settings: configuration.listener,
+            durableMode: configuration.durable.mode, directory: directory, registry: registry, sink: hub,
             logger: logger)
         let notifier = Notifier(
-            conninfo: configuration.databaseURI, settings: configuration.notifier, status: status,
-            pausedWriters: hub, logger: logger)
+            conninfo: configuration.databaseURI, settings: configuration.notifier,
+            durable: configuration.durable.isEnabled, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(
             configuration: configuration, keys: keys, hub: hub, registry: registry, notifier: notifier,
+            durableChannels: directory,
             staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         for notice in configuration.notices { logger.notice("\(notice)") }
-        services = [listener, notifier] + (fetcher.map { [$0] } ?? []) + [frontEnd]
+        services =
+            [listener, notifier] + (store.map { [$0] } ?? []) + (fetcher.map { [$0] } ?? []) + [frontEnd]
     }
 
     private func makeGroup() async -> ServiceGroup {

@@ -20,7 +20,8 @@ final class ServerContext: Sendable {
 
     init(
         configuration: Configuration, keys: JWTKeyStore, hub: ChannelHub, registry: ListenRegistry,
-        notifier: Notifier, staticFiles: StaticFiles?, tls: TLSContextStore?, logger: Logger
+        notifier: Notifier, durableChannels: DurableDirectory, staticFiles: StaticFiles?, tls: TLSContextStore?,
+        logger: Logger
     ) {
         self.configuration = configuration
         self.handshake = Handshake(
@@ -36,7 +37,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.sessionEnvironment = SessionEnvironment(
             publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger,
-            keys: keys, offsets: hub.offsets)
+            keys: keys, offsets: hub.offsets, durableChannels: durableChannels)
     }
 
     func makeSession(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> WebSocketSession {

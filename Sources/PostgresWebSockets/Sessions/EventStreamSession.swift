@@ -57,11 +57,7 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
         shard.add(self)
         channels = admission.takeChannels()
         for key in channels {
-            let since = lastEventID.flatMap { environment.offsets.sequence(of: $0[...]) }
-            if lastEventID != nil, !shard.canReplay(since, of: key) {
-                deliverReply(Self.gap)
-            }
-            shard.subscribe(self, to: key, since: since)
+            shard.subscribe(self, to: key, since: lastEventID?[...], preface: { recovered in recovered ? nil : Self.gap })
         }
         flushIfNeeded()
         environment.sendMetaEvent(.connectionOpen, grant: grant, claimsPrefix: claimsPrefix, lane: id, logger: logger)

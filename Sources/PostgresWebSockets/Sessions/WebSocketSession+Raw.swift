@@ -19,8 +19,9 @@ extension WebSocketSession {
                 let envelope = Envelope.encode(
                     event: .websocketMessage, channel: channel, payload: payload,
                     claimsPrefix: claimsPrefix, deliveredAtMicroseconds: deliveredAt)
-                guard envelope.count <= Envelope.maxPayloadBytes else { return false }
-                notifications.append((settings.notifyChannel(for: channel), envelope))
+                let destination = destination(of: channel)
+                guard envelope.count <= destination.maxEnvelope else { return false }
+                notifications.append((destination.channel, envelope))
                 if let audit { notifications.append((audit, envelope)) }
             }
             return true
@@ -38,5 +39,5 @@ private struct RawSender: MessageSender {
         handle.onLoop { $0.close(.rejectedByDatabase(reason)) }
     }
 
-    func messageCommitted() {}
+    func messageCommitted(offset: UInt64?) {}
 }

@@ -28,11 +28,9 @@ extension WebSocketSession {
         shard.send(frame, to: self)
     }
 
-    func subscribedReply(channel: String, ref: JSONValue?, since: String?) -> (UInt64?, Bool) -> ByteBuffer {
-        let offsets = environment.offsets
-        return { last, recovered in
-            V1Protocol.subscribed(
-                channel: channel, offset: last.map(offsets.offset), recovered: since != nil && recovered, ref: ref)
+    func subscribedReply(channel: String, ref: JSONValue?, since: String?) -> (String?, Bool) -> ByteBuffer {
+        { last, recovered in
+            V1Protocol.subscribed(channel: channel, offset: last, recovered: since != nil && recovered, ref: ref)
         }
     }
 
@@ -70,9 +68,8 @@ extension WebSocketSession {
     }
 
     private func subscribeNow(_ key: ChannelKey, since: String?, ref: JSONValue?) {
-        let sequence = since.flatMap { environment.offsets.sequence(of: $0[...]) }
         shard.subscribe(
-            self, to: key, since: sequence, reply: subscribedReply(channel: key.name, ref: ref, since: since))
+            self, to: key, since: since?[...], reply: subscribedReply(channel: key.name, ref: ref, since: since))
     }
 
     private func unsubscribe(_ channel: String, ref: JSONValue?, reason: String? = nil) {
@@ -107,14 +104,15 @@ extension WebSocketSession {
         let envelope = Envelope.encode(
             event: .websocketMessage, channel: channel, payload: payload, claimsPrefix: claimsPrefix,
             deliveredAtMicroseconds: UniqueTimestamps.shared.next())
-        guard envelope.count <= Envelope.maxPayloadBytes else {
+        let destination = destination(of: channel)
+        guard envelope.count <= destination.maxEnvelope else {
             return reply(
                 V1Protocol.error(
-                    .init(.tooLarge, "the envelope exceeds PostgreSQL's \(Envelope.maxPayloadBytes)-byte NOTIFY limit"),
+                    .init(.tooLarge, "the envelope exceeds PostgreSQL's \(destination.maxEnvelope)-byte limit"),
                     ref: ref))
         }
         let settings = environment.channels
-        var notifications = [(settings.notifyChannel(for: channel), envelope)]
+        var notifications = [(destination.channel, envelope)]
         if let audit = settings.auditChannel { notifications.append((audit, envelope)) }
         var message = OutgoingMessage(
             notifications: notifications, sender: V1PublishHandle(handle: handle, channel: channel, ref: ref))
@@ -160,9 +158,9 @@ struct V1PublishHandle: MessageSender {
     let channel: String
     let ref: JSONValue?
 
-    func messageCommitted() {
+    func messageCommitted(offset: UInt64?) {
         let (channel, ref) = (self.channel, self.ref)
-        handle.onLoop { $0.reply(V1Protocol.published(channel: channel, offset: nil, ref: ref)) }
+        handle.onLoop { $0.reply(V1Protocol.published(channel: channel, offset: offset.map { "\($0)" }, ref: ref)) }
     }
 
     func messageRejected(reason: String) {

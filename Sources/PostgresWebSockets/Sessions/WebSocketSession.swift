@@ -11,6 +11,8 @@ struct SessionEnvironment: Sendable {
     /// Checks the tokens of `pgws.v1` refreshes, with the keys handshakes use.
     let keys: JWTKeyStore
     let offsets: OffsetSpace
+    /// Which channels store their messages (durable), for publishing.
+    var durableChannels = DurableDirectory()
 }
 
 /// One open WebSocket, raw or `pgws.v1`, as a channel handler: carries out what its
@@ -224,6 +226,20 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     }
 
     // MARK: - Publishing (both protocols)
+
+    /// Where a client message for `channel` is sent, and how large its envelope may be. A
+    /// durable channel stores it on that channel, whatever `publish-to` says, and takes up to
+    /// 1 MiB as long as the audit copy, if any, goes to a durable channel too; anything else
+    /// is a NOTIFY and must fit PostgreSQL's limit.
+    func destination(of channel: String) -> (channel: String, maxEnvelope: Int) {
+        let settings = environment.channels
+        let durable = environment.durableChannels
+        guard durable.contains(ChannelKey(channel)) else {
+            return (settings.notifyChannel(for: channel), Envelope.maxPayloadBytes)
+        }
+        let auditFits = settings.auditChannel.map { durable.contains(ChannelKey($0)) } ?? true
+        return (channel, auditFits ? Limits.maxDurablePayload : Envelope.maxPayloadBytes)
+    }
 
     func submit(_ message: OutgoingMessage) -> SubmitResult {
         environment.publisher.submit(message, lane: id)

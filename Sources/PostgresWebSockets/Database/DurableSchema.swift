@@ -1,0 +1,271 @@
+/// The `pgws` schema: durable channels, their messages and the SQL API around them. One
+/// idempotent script (every statement can run again) plus a version row, so a server can
+/// install or upgrade it at start and a team that applies migrations itself can print it
+/// (`postgres-websockets --print-schema`) and let the server only check the version.
+public enum DurableSchema {
+    /// Bumped whenever the script changes what it creates.
+    public static let version = 1
+
+    /// Whether the server installs the schema, only checks it, or leaves PostgreSQL alone.
+    public enum Mode: String, Sendable {
+        case off
+        case on
+        case check
+    }
+
+    /// Where `pgws.make_durable` and `pgws.make_ephemeral` announce changes.
+    static let controlChannel = "pgws:control"
+    /// The internal channel a durable channel's messages are signalled on (see `signal_channel`).
+    static let signalPrefix = "pgws:"
+    /// A larger payload is not carried in the signal: servers read it from the table.
+    static let maxSignalledPayload = 7900
+    /// `pg_advisory_xact_lock` keys: installing, pruning.
+    static let installLock: Int64 = 0x7067_7773_0001
+    static let pruneLock: Int64 = 0x7067_7773_0002
+
+    /// The whole script, as `--print-schema` prints it.
+    public static let script = """
+        -- postgres-websockets: durable channels (schema version \(version)).
+        -- Safe to run again: every statement creates what is missing or replaces a function.
+        CREATE SCHEMA IF NOT EXISTS pgws;
+
+        CREATE TABLE IF NOT EXISTS pgws.schema_version (version integer NOT NULL);
+
+        -- One row per durable channel. last_offset is the offset of its newest message; the
+        -- row lock that pgws.publish takes on it is held until the publishing transaction ends,
+        -- so offsets are gapless and follow commit order.
+        CREATE TABLE IF NOT EXISTS pgws.channels (
+            name text PRIMARY KEY CHECK (name <> ''),
+            retention interval NOT NULL DEFAULT interval '1 day' CHECK (retention > interval '0'),
+            max_messages bigint CHECK (max_messages > 0),
+            last_offset bigint NOT NULL DEFAULT 0
+        );
+
+        CREATE TABLE IF NOT EXISTS pgws.messages (
+            channel text NOT NULL REFERENCES pgws.channels (name) ON DELETE CASCADE,
+            "offset" bigint NOT NULL,
+            payload text NOT NULL,
+            published_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (channel, "offset")
+        );
+
+        -- The internal channel a durable channel's messages are signalled on: a hash, because
+        -- channel names may use all 63 bytes PostgreSQL allows.
+        CREATE OR REPLACE FUNCTION pgws.signal_channel(channel text) RETURNS text
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT '\(signalPrefix)' || left(encode(sha256(convert_to(channel, 'UTF8')), 'hex'), 32) $$;
+
+        CREATE OR REPLACE FUNCTION pgws.make_durable(
+            channel text, retention interval DEFAULT interval '1 day', max_messages bigint DEFAULT NULL
+        ) RETURNS void
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            newest bigint;
+        BEGIN
+            IF make_durable.channel IS NULL OR make_durable.channel = '' THEN
+                RAISE EXCEPTION 'pgws.make_durable: the channel name is empty' USING ERRCODE = '22023';
+            END IF;
+            INSERT INTO pgws.channels AS c (name, retention, max_messages)
+            VALUES (make_durable.channel, coalesce(make_durable.retention, interval '1 day'), make_durable.max_messages)
+            ON CONFLICT (name) DO UPDATE SET retention = excluded.retention, max_messages = excluded.max_messages
+            RETURNING c.last_offset INTO newest;
+            PERFORM pg_notify('\(controlChannel)', 'durable ' || newest || ' ' || make_durable.channel);
+        END
+        $$;
+
+        -- Stops storing a channel's messages and deletes the ones kept.
+        CREATE OR REPLACE FUNCTION pgws.make_ephemeral(channel text) RETURNS void
+        LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            DELETE FROM pgws.channels AS c WHERE c.name = make_ephemeral.channel;
+            IF FOUND THEN
+                PERFORM pg_notify('\(controlChannel)', 'ephemeral 0 ' || make_ephemeral.channel);
+            END IF;
+        END
+        $$;
+
+        -- Stores a message of a durable channel and signals it; NULL when the channel is not
+        -- durable. The servers' own path for client messages (pgws.send) and pgws.publish's core.
+        CREATE OR REPLACE FUNCTION pgws.store(channel text, payload text) RETURNS bigint
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            assigned bigint;
+        BEGIN
+            IF store.payload IS NULL THEN
+                RAISE EXCEPTION 'pgws.publish: the payload is NULL' USING ERRCODE = '22004';
+            END IF;
+            IF octet_length(store.payload) > 1048576 THEN
+                RAISE EXCEPTION 'pgws.publish: a payload of % bytes exceeds 1 MiB', octet_length(store.payload)
+                    USING ERRCODE = '54000';
+            END IF;
+            UPDATE pgws.channels AS c SET last_offset = c.last_offset + 1
+            WHERE c.name = store.channel
+            RETURNING c.last_offset INTO assigned;
+            IF assigned IS NULL THEN
+                RETURN NULL;
+            END IF;
+            INSERT INTO pgws.messages (channel, "offset", payload) VALUES (store.channel, assigned, store.payload);
+            IF octet_length(store.payload) <= \(maxSignalledPayload) THEN
+                PERFORM pg_notify(pgws.signal_channel(store.channel), assigned || ':' || store.payload);
+            ELSE
+                PERFORM pg_notify(pgws.signal_channel(store.channel), assigned::text);
+            END IF;
+            RETURN assigned;
+        END
+        $$;
+
+        -- Publishes a message on a durable channel inside the caller's transaction: visible and
+        -- delivered when that transaction commits, never if it rolls back. Returns its offset.
+        CREATE OR REPLACE FUNCTION pgws.publish(channel text, payload text) RETURNS bigint
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            assigned bigint;
+        BEGIN
+            assigned := pgws.store(publish.channel, publish.payload);
+            IF assigned IS NULL THEN
+                RAISE EXCEPTION 'pgws.publish: channel % is not durable', publish.channel
+                    USING ERRCODE = '42704', HINT = 'Call pgws.make_durable first.';
+            END IF;
+            RETURN assigned;
+        END
+        $$;
+
+        -- What a server does with a client message: stored on a durable channel (its offset),
+        -- a plain NOTIFY on any other (NULL).
+        CREATE OR REPLACE FUNCTION pgws.send(channel text, payload text) RETURNS bigint
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            assigned bigint;
+        BEGIN
+            assigned := pgws.store(send.channel, send.payload);
+            IF assigned IS NULL THEN
+                PERFORM pg_notify(send.channel, send.payload);
+            END IF;
+            RETURN assigned;
+        END
+        $$;
+
+        -- Deletes up to max_rows messages past their channel's retention (older than retention,
+        -- or older than the newest max_messages), oldest first, in small steps. One server at a
+        -- time; another's call returns 0 at once. Publishers are never blocked: it locks only
+        -- the rows it deletes.
+        CREATE OR REPLACE FUNCTION pgws.prune(max_rows integer DEFAULT 10000) RETURNS bigint
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            c record;
+            deleted bigint := 0;
+            step bigint;
+            oldest bigint;
+            count_cut bigint;
+            time_cut timestamptz;
+        BEGIN
+            IF NOT pg_try_advisory_xact_lock(\(pruneLock)) THEN
+                RETURN 0;
+            END IF;
+            FOR c IN SELECT name, retention, max_messages, last_offset FROM pgws.channels LOOP
+                count_cut := CASE WHEN c.max_messages IS NULL THEN 0 ELSE c.last_offset - c.max_messages END;
+                time_cut := now() - c.retention;
+                LOOP
+                    EXIT WHEN deleted >= prune.max_rows;
+                    SELECT min(m."offset") INTO oldest FROM pgws.messages AS m WHERE m.channel = c.name;
+                    EXIT WHEN oldest IS NULL;
+                    DELETE FROM pgws.messages AS m
+                    WHERE m.channel = c.name
+                        AND m."offset" >= oldest AND m."offset" < oldest + least(1000, prune.max_rows - deleted)
+                        AND (m."offset" <= count_cut OR m.published_at < time_cut);
+                    GET DIAGNOSTICS step = ROW_COUNT;
+                    EXIT WHEN step = 0;
+                    deleted := deleted + step;
+                END LOOP;
+            END LOOP;
+            RETURN deleted;
+        END
+        $$;
+
+        INSERT INTO pgws.schema_version (version) SELECT 0 WHERE NOT EXISTS (SELECT FROM pgws.schema_version);
+        UPDATE pgws.schema_version SET version = \(version);
+
+        """
+
+    /// Why the schema could not be made ready.
+    struct Failure: Error {
+        /// Retrying cannot help (a version mismatch): the server must not start.
+        let isFatal: Bool
+        let message: String
+    }
+
+    /// Installs or upgrades the schema (`on`) or checks its version (`check`), on a fresh
+    /// connection before the listener uses it. Several servers may start at once: the
+    /// install runs in one transaction under an advisory lock, and skips what is done.
+    static func prepare(_ conn: PGConnection, mode: Mode) -> Result<Void, Failure> {
+        switch mode {
+        case .off:
+            return .success(())
+        case .check:
+            return installedVersion(conn).flatMap { installed in
+                guard let installed else {
+                    return .failure(
+                        Failure(
+                            isFatal: true,
+                            message:
+                                "durable = check, but the database has no pgws schema (this server needs version \(version)); "
+                                + "apply `postgres-websockets --print-schema` or set durable = on"))
+                }
+                guard installed == version else {
+                    return .failure(
+                        Failure(
+                            isFatal: true,
+                            message:
+                                "the database has pgws schema version \(installed), this server needs version \(version)"
+                        ))
+                }
+                return .success(())
+            }
+        case .on:
+            return install(conn)
+        }
+    }
+
+    private static func install(_ conn: PGConnection) -> Result<Void, Failure> {
+        func run(_ sql: String) -> Result<[[String?]], Failure> {
+            conn.execute(sql).mapError { Failure(isFatal: false, message: "installing the pgws schema: \($0)") }
+        }
+        let outcome = run("BEGIN").flatMap { _ in run("SELECT pg_advisory_xact_lock(\(installLock))") }
+            .flatMap { _ in
+                installedVersion(conn).flatMap { installed -> Result<Void, Failure> in
+                    if let installed, installed > version {
+                        return .failure(
+                            Failure(
+                                isFatal: true,
+                                message:
+                                    "the database has pgws schema version \(installed), newer than this server's \(version)"
+                            ))
+                    }
+                    if installed == version { return .success(()) }
+                    return run(script).map { _ in () }
+                }
+            }
+            .flatMap { _ in run("COMMIT").map { _ in () } }
+        if case .failure = outcome { _ = conn.execute("ROLLBACK") }
+        return outcome
+    }
+
+    /// The installed version, nil when there is no schema.
+    private static func installedVersion(_ conn: PGConnection) -> Result<Int?, Failure> {
+        func run(_ sql: String) -> Result<String?, Failure> {
+            conn.execute(sql)
+                .mapError { Failure(isFatal: false, message: "reading the pgws schema version: \($0)") }
+                .map { rows in rows.first?.first ?? nil }
+        }
+        return run("SELECT to_regclass('pgws.schema_version')::text").flatMap { table in
+            guard table != nil else { return .success(nil) }
+            return run("SELECT max(version) FROM pgws.schema_version").map { $0.flatMap { Int($0) } }
+        }
+    }
+}
