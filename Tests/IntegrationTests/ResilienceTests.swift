@@ -41,6 +41,58 @@ import Testing
         }
     }
 
+    /// A durable channel loses nothing to an outage: client messages wait and get their
+    /// offsets once committed, and a server whose listener comes back reads from the table
+    /// what was published meanwhile (by another server or by SQL), in offset order.
+    @Test func durableChannelsLoseNothingToARestart() async throws {
+        let cluster = try await TemporaryPostgres.start()
+        defer { cluster.stop() }
+        let durable: (inout Configuration) -> Void = { $0.durable.mode = .on }
+        try await TestServer.with(databaseURI: cluster.uri, durable) { reading in
+            try await TestServer.with(databaseURI: cluster.uri, durable) { writing in
+                let db = try TestDatabase(uri: cluster.uri)
+                let channel = uniqueChannel()
+                _ = try await db.query("SELECT pgws.make_durable($1)", [channel])
+                let token = TestTokens.mint(mode: "rw")
+                let reader = try await WebSocketClient.connectV1(port: reading.port, path: "/\(channel)", token: token)
+                _ = try await reader.next(type: "subscribed")
+                let writer = try await WebSocketClient.connectV1(port: writing.port, path: "/", token: token)
+                _ = try await db.query("SELECT pgws.publish($1, 'before')", [channel])
+                #expect(try await reader.next(type: "message")["offset"] == .string("1"))
+
+                try await cluster.stopServer()
+                try await reading.log.waitForRecord(with: [.database: "lost"])
+                try await writing.log.waitForRecord(with: [.database: "lost"])
+                for i in 1...3 {
+                    try await writer.send(
+                        json: #"{"type":"publish","channel":"\#(channel)","payload":"queued-\#(i)","ref":\#(i)}"#)
+                }
+                try await cluster.startServerAgain()
+                let sql = try TestDatabase(uri: cluster.uri)
+                _ = try await sql.query("SELECT pgws.publish($1, 'by sql')", [channel])
+
+                var offsets: [String] = []
+                for _ in 1...3 {
+                    let published = try await writer.next(type: "published", timeout: 30)
+                    offsets.append(published["offset"]?.stringValue ?? "")
+                }
+                var payloads: [String] = []
+                for expected in 2...5 {
+                    let message = try await reader.next(type: "message", timeout: 30)
+                    #expect(message["offset"] == .string("\(expected)"), "every message once, in offset order")
+                    let payload = message["payload"]?.stringValue ?? ""
+                    payloads.append(
+                        payload.hasPrefix("{") ? (try JSONParser.parse(payload)["payload"]?.stringValue ?? "") : payload
+                    )
+                }
+                #expect(Set(payloads) == ["queued-1", "queued-2", "queued-3", "by sql"])
+                #expect(payloads.filter { $0.hasPrefix("queued") } == ["queued-1", "queued-2", "queued-3"])
+                #expect(Set(offsets).isSubset(of: ["2", "3", "4", "5"]) && Set(offsets).count == 3)
+                try await reader.expectSilence(for: 0.3)
+            }
+        }
+    }
+
     /// Notifications committed while the listener was away are lost: a `since` from before
     /// the outage cannot be answered in full, and the server says so; one from after it can.
     @Test func resumeAcrossAListenerOutageIsNotRecovered() async throws {
