@@ -14,7 +14,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The scenarios, in the order they run.
 enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case fanout, floor, burst, v1, baseline, ingest, connections, channels
+    case fanout, floor, burst, v1, durable, baseline, ingest, connections, channels
 
     init?(argument: String) {
         switch argument {
@@ -37,7 +37,9 @@ struct RunCommand: AsyncParsableCommand {
     var server = ".build/release/postgres-websockets"
 
     @Option(
-        help: "Comma-separated scenarios: fanout,floor,burst,v1,baseline,ingest,connections,channels (default: all).")
+        help:
+            "Comma-separated scenarios: fanout,floor,burst,v1,durable,baseline,ingest,connections,channels (default: all)."
+    )
     var only: String? = nil
 
     @Flag(help: "Small sizes, for a smoke run in well under a minute.")
@@ -92,6 +94,12 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(help: "v1: messages each resuming socket missed.")
     var resumeMissed: Int? = nil
+
+    @Option(help: "durable: messages each publishing connection sends, one per transaction.")
+    var durablePublishes: Int? = nil
+
+    @Option(help: "durable: retained messages replayed to one pgws.v1 client.")
+    var durableReplay: Int? = nil
 
     @Option(help: "ingest: writer sockets.")
     var writers: Int? = nil
@@ -155,7 +163,7 @@ struct RunCommand: AsyncParsableCommand {
         for name in names {
             guard let scenario = Scenario(argument: name) else {
                 throw ValidationError(
-                    "--only: unknown scenario '\(name)' (fanout, floor, burst, v1, baseline, ingest, connections, channels)"
+                    "--only: unknown scenario '\(name)' (fanout, floor, burst, v1, durable, baseline, ingest, connections, channels)"
                 )
             }
             chosen.append(scenario)
@@ -174,6 +182,8 @@ struct RunCommand: AsyncParsableCommand {
             burstSockets: burstSockets ?? (quick ? 100 : 1000), burstSlow: burstSlow ?? (quick ? 5 : 50),
             burstRate: burstRate, burstCount: burstCount ?? (quick ? 2000 : 20_000),
             resumeSockets: resumeSockets ?? (quick ? 100 : 1000), resumeMissed: resumeMissed ?? (quick ? 100 : 1000),
+            durablePublishes: durablePublishes ?? (quick ? 200 : 2000),
+            durableReplay: durableReplay ?? (quick ? 10_000 : 100_000),
             payloads: payloads.split(separator: ",").compactMap { Int($0) },
             writers: writers ?? (quick ? 10 : 50), messages: messages ?? (quick ? 300 : 2000), messageSize: messageSize,
             ingestChannelEach: ingestChannels == "each", ingestWindow: ingestWindow,
@@ -259,6 +269,8 @@ struct BenchSizes: Sendable {
     var burstCount: Int
     var resumeSockets: Int
     var resumeMissed: Int
+    var durablePublishes: Int
+    var durableReplay: Int
     var payloads: [Int]
     var writers: Int
     var messages: Int
@@ -282,7 +294,8 @@ struct BenchSizes: Sendable {
             "burst": String(burst), "batch": String(batch),
             "burst_sockets": String(burstSockets), "burst_slow": String(burstSlow), "burst_rate": String(burstRate),
             "burst_count": String(burstCount), "resume_sockets": String(resumeSockets),
-            "resume_missed": String(resumeMissed),
+            "resume_missed": String(resumeMissed), "durable_publishes": String(durablePublishes),
+            "durable_replay": String(durableReplay),
             "payloads": payloads.map(String.init).joined(separator: ","),
             "writers": String(writers), "messages": String(messages), "message_size": String(messageSize),
             "ingest_channels": ingestChannelEach ? "each" : "one", "ingest_window": String(ingestWindow),

@@ -37,6 +37,7 @@ final class BenchContext {
         case .fanout: try await runFanout()
         case .burst: try await runBurst()
         case .v1: try await runStructured()
+        case .durable: try await runDurable()
         case .floor: try await runFloor()
         case .baseline: try await runBaseline()
         case .ingest: try await runIngest()

@@ -19,6 +19,8 @@ struct NotifyStream: Sendable {
     var count: Int
     var payloadSize: Int
     var kind: Kind
+    /// Published with `pgws.publish` (stored, on a durable channel) instead of `pg_notify`.
+    var durable = false
 
     var methodText: String {
         switch kind {
@@ -49,6 +51,9 @@ enum NotifySender {
     static let batchSQL =
         "SELECT count(pg_notify($1, \(Payload.sqlExpression(phase: "$2", seq: "g", sentMicros: "$3", size: "$4::int"))))"
         + " FROM generate_series($5::int, $6::int) AS g"
+    static let durableBatchSQL =
+        "SELECT count(pgws.publish($1, \(Payload.sqlExpression(phase: "$2", seq: "g", sentMicros: "$3", size: "$4::int"))))"
+        + " FROM generate_series($5::int, $6::int) AS g"
     static let channelsSQL =
         "SELECT count(pg_notify($1 || g, \(Payload.sqlExpression(phase: "$2", seq: "g", sentMicros: "$3", size: "$4::int"))))"
         + " FROM generate_series($5::int, $6::int) AS g"
@@ -72,12 +77,15 @@ enum NotifySender {
                 let now = Clock.wallMicros()
                 if seq == 0 { report.firstSend = now }
                 let payload = Payload.notify(phase: stream.phase, seq: seq, sentMicros: now, size: stream.payloadSize)
-                try session.exec("SELECT pg_notify($1, $2)", [stream.channel, payload])
+                try session.exec(
+                    stream.durable ? "SELECT pgws.publish($1, $2)" : "SELECT pg_notify($1, $2)",
+                    [stream.channel, payload])
                 report.statements += 1
                 report.notifies += 1
             }
         case .burst(let batch), .channels(let batch):
-            let sql = if case .channels = stream.kind { channelsSQL } else { batchSQL }
+            let sql =
+                if case .channels = stream.kind { channelsSQL } else { stream.durable ? durableBatchSQL : batchSQL }
             var seq = 0
             while seq < stream.count {
                 let last = min(stream.count, seq + max(1, batch)) - 1
