@@ -22,6 +22,8 @@ public enum DurableSchema {
     /// `pg_advisory_xact_lock` keys: installing, pruning.
     static let installLock: Int64 = 0x7067_7773_0001
     static let pruneLock: Int64 = 0x7067_7773_0002
+    /// The first key of the two-key advisory locks that serialize a channel's publishers.
+    static let publishLockSpace: Int32 = 0x7067_7773
 
     /// The whole script, as `--print-schema` prints it.
     public static let script = """
@@ -31,18 +33,20 @@ public enum DurableSchema {
 
         CREATE TABLE IF NOT EXISTS pgws.schema_version (version integer NOT NULL);
 
-        -- One row per durable channel. last_offset is the offset of its newest message; the
-        -- row lock that pgws.publish takes on it is held until the publishing transaction ends,
-        -- so offsets are gapless and follow commit order.
+        -- One row per durable channel, with the internal channel its messages are signalled on.
         CREATE TABLE IF NOT EXISTS pgws.channels (
             name text PRIMARY KEY CHECK (name <> ''),
             retention interval NOT NULL DEFAULT interval '1 day' CHECK (retention > interval '0'),
             max_messages bigint CHECK (max_messages > 0),
-            last_offset bigint NOT NULL DEFAULT 0
+            signal text NOT NULL
         );
 
+        -- A channel's offsets are 1, 2, 3, ... in commit order: pgws.store takes the channel's
+        -- transaction-level advisory lock, held until its transaction ends, and numbers the
+        -- message after the newest one committed (pruning always keeps that one). No foreign
+        -- key to pgws.channels: its check would cost more than the rest of a publish.
         CREATE TABLE IF NOT EXISTS pgws.messages (
-            channel text NOT NULL REFERENCES pgws.channels (name) ON DELETE CASCADE,
+            channel text NOT NULL,
             "offset" bigint NOT NULL,
             payload text NOT NULL,
             published_at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -60,18 +64,25 @@ public enum DurableSchema {
         ) RETURNS void
         LANGUAGE plpgsql
         AS $$
-        DECLARE
-            newest bigint;
         BEGIN
             IF make_durable.channel IS NULL OR make_durable.channel = '' THEN
                 RAISE EXCEPTION 'pgws.make_durable: the channel name is empty' USING ERRCODE = '22023';
             END IF;
-            INSERT INTO pgws.channels AS c (name, retention, max_messages)
-            VALUES (make_durable.channel, coalesce(make_durable.retention, interval '1 day'), make_durable.max_messages)
-            ON CONFLICT (name) DO UPDATE SET retention = excluded.retention, max_messages = excluded.max_messages
-            RETURNING c.last_offset INTO newest;
-            PERFORM pg_notify('\(controlChannel)', 'durable ' || newest || ' ' || make_durable.channel);
+            INSERT INTO pgws.channels AS c (name, retention, max_messages, signal)
+            VALUES (
+                make_durable.channel, coalesce(make_durable.retention, interval '1 day'), make_durable.max_messages,
+                pgws.signal_channel(make_durable.channel))
+            ON CONFLICT (name) DO UPDATE SET retention = excluded.retention, max_messages = excluded.max_messages;
+            PERFORM pg_notify(
+                '\(controlChannel)', 'durable ' || pgws.newest_offset(make_durable.channel) || ' ' || make_durable.channel);
         END
+        $$;
+
+        -- The offset of the channel's newest committed message, 0 when it has none.
+        CREATE OR REPLACE FUNCTION pgws.newest_offset(channel text) RETURNS bigint
+        LANGUAGE sql STABLE STRICT
+        AS $$
+            SELECT coalesce(max(m."offset"), 0) FROM pgws.messages AS m WHERE m.channel = newest_offset.channel
         $$;
 
         -- Stops storing a channel's messages and deletes the ones kept.
@@ -81,6 +92,7 @@ public enum DurableSchema {
         BEGIN
             DELETE FROM pgws.channels AS c WHERE c.name = make_ephemeral.channel;
             IF FOUND THEN
+                DELETE FROM pgws.messages AS m WHERE m.channel = make_ephemeral.channel;
                 PERFORM pg_notify('\(controlChannel)', 'ephemeral 0 ' || make_ephemeral.channel);
             END IF;
         END
@@ -91,47 +103,19 @@ public enum DurableSchema {
         CREATE OR REPLACE FUNCTION pgws.store(channel text, payload text) RETURNS bigint
         LANGUAGE plpgsql
         AS $$
-        DECLARE
-            assigned bigint;
-        BEGIN
-            IF store.payload IS NULL THEN
-                RAISE EXCEPTION 'pgws.publish: the payload is NULL' USING ERRCODE = '22004';
-            END IF;
-            IF octet_length(store.payload) > 1048576 THEN
-                RAISE EXCEPTION 'pgws.publish: a payload of % bytes exceeds 1 MiB', octet_length(store.payload)
-                    USING ERRCODE = '54000';
-            END IF;
-            UPDATE pgws.channels AS c SET last_offset = c.last_offset + 1
-            WHERE c.name = store.channel
-            RETURNING c.last_offset INTO assigned;
-            IF assigned IS NULL THEN
-                RETURN NULL;
-            END IF;
-            INSERT INTO pgws.messages (channel, "offset", payload) VALUES (store.channel, assigned, store.payload);
-            IF octet_length(store.payload) <= \(maxSignalledPayload) THEN
-                PERFORM pg_notify(pgws.signal_channel(store.channel), assigned || ':' || store.payload);
-            ELSE
-                PERFORM pg_notify(pgws.signal_channel(store.channel), assigned::text);
-            END IF;
-            RETURN assigned;
-        END
+        \(storeBody(name: "store", whenNotDurable: "RETURN NULL;"))
         $$;
 
         -- Publishes a message on a durable channel inside the caller's transaction: visible and
         -- delivered when that transaction commits, never if it rolls back. Returns its offset.
+        -- (pgws.store's body, not a call to it: a nested PL/pgSQL call costs a tenth of a publish.)
         CREATE OR REPLACE FUNCTION pgws.publish(channel text, payload text) RETURNS bigint
         LANGUAGE plpgsql
         AS $$
-        DECLARE
-            assigned bigint;
-        BEGIN
-            assigned := pgws.store(publish.channel, publish.payload);
-            IF assigned IS NULL THEN
-                RAISE EXCEPTION 'pgws.publish: channel % is not durable', publish.channel
-                    USING ERRCODE = '42704', HINT = 'Call pgws.make_durable first.';
-            END IF;
-            RETURN assigned;
-        END
+        \(storeBody(name: "publish", whenNotDurable: """
+            RAISE EXCEPTION 'pgws.publish: channel % is not durable', publish.channel
+                        USING ERRCODE = '42704', HINT = 'Call pgws.make_durable first.';
+            """))
         $$;
 
         -- What a server does with a client message: stored on a durable channel (its offset),
@@ -151,9 +135,9 @@ public enum DurableSchema {
         $$;
 
         -- Deletes up to max_rows messages past their channel's retention (older than retention,
-        -- or older than the newest max_messages), oldest first, in small steps. One server at a
-        -- time; another's call returns 0 at once. Publishers are never blocked: it locks only
-        -- the rows it deletes.
+        -- or older than the newest max_messages), oldest first, in small steps, never a channel's
+        -- newest one (it carries the channel's offset). One server at a time; another's call
+        -- returns 0 at once. Publishers are never blocked: it locks only the rows it deletes.
         CREATE OR REPLACE FUNCTION pgws.prune(max_rows integer DEFAULT 10000) RETURNS bigint
         LANGUAGE plpgsql
         AS $$
@@ -162,14 +146,16 @@ public enum DurableSchema {
             deleted bigint := 0;
             step bigint;
             oldest bigint;
+            newest bigint;
             count_cut bigint;
             time_cut timestamptz;
         BEGIN
             IF NOT pg_try_advisory_xact_lock(\(pruneLock)) THEN
                 RETURN 0;
             END IF;
-            FOR c IN SELECT name, retention, max_messages, last_offset FROM pgws.channels LOOP
-                count_cut := CASE WHEN c.max_messages IS NULL THEN 0 ELSE c.last_offset - c.max_messages END;
+            FOR c IN SELECT name, retention, max_messages FROM pgws.channels LOOP
+                newest := pgws.newest_offset(c.name);
+                count_cut := CASE WHEN c.max_messages IS NULL THEN 0 ELSE newest - c.max_messages END;
                 time_cut := now() - c.retention;
                 LOOP
                     EXIT WHEN deleted >= prune.max_rows;
@@ -178,6 +164,7 @@ public enum DurableSchema {
                     DELETE FROM pgws.messages AS m
                     WHERE m.channel = c.name
                         AND m."offset" >= oldest AND m."offset" < oldest + least(1000, prune.max_rows - deleted)
+                        AND m."offset" < newest
                         AND (m."offset" <= count_cut OR m.published_at < time_cut);
                     GET DIAGNOSTICS step = ROW_COUNT;
                     EXIT WHEN step = 0;
@@ -192,6 +179,41 @@ public enum DurableSchema {
         UPDATE pgws.schema_version SET version = \(version);
 
         """
+
+    /// The body of `pgws.store` and `pgws.publish` (function `name`), which differ only in
+    /// what they do for a channel that is not durable.
+    private static func storeBody(name: String, whenNotDurable: String) -> String {
+        """
+        DECLARE
+            signal text;
+            assigned bigint;
+        BEGIN
+            SELECT c.signal INTO signal FROM pgws.channels AS c WHERE c.name = \(name).channel;
+            IF signal IS NULL THEN
+                \(whenNotDurable)
+            END IF;
+            IF \(name).payload IS NULL THEN
+                RAISE EXCEPTION 'pgws.publish: the payload is NULL' USING ERRCODE = '22004';
+            END IF;
+            IF octet_length(\(name).payload) > 1048576 THEN
+                RAISE EXCEPTION 'pgws.publish: a payload of % bytes exceeds 1 MiB', octet_length(\(name).payload)
+                    USING ERRCODE = '54000';
+            END IF;
+            -- Held to the end of the transaction: the next publisher of this channel numbers
+            -- its message after this one, and commits after it.
+            PERFORM pg_advisory_xact_lock(\(publishLockSpace), hashtext(\(name).channel));
+            SELECT coalesce(max(m."offset"), 0) + 1 INTO assigned
+            FROM pgws.messages AS m WHERE m.channel = \(name).channel;
+            INSERT INTO pgws.messages (channel, "offset", payload) VALUES (\(name).channel, assigned, \(name).payload);
+            IF octet_length(\(name).payload) <= \(maxSignalledPayload) THEN
+                PERFORM pg_notify(signal, assigned || ':' || \(name).payload);
+            ELSE
+                PERFORM pg_notify(signal, assigned::text);
+            END IF;
+            RETURN assigned;
+        END
+        """
+    }
 
     /// Why the schema could not be made ready.
     struct Failure: Error {

@@ -146,7 +146,9 @@ final class LoopShard {
             if start < boundary { replayFrom = start }
         }
         if since != nil, let frame = preface?(recovered) { record.member.deliverReply(frame) }
-        let last = (list.lastSequence ?? lastSequence(of: key)).flatMap { log.entry($0) }.map { log.offset(of: $0) }
+        let last = (list.lastSequence ?? lastSequence(of: key)).map { sequence in
+            log.entry(sequence).map { log.offset(of: $0) } ?? log.offsets.offset(sequence)
+        }
         let replyFrame = reply?(last, recovered)
         record.add(list)
         list.append(record)
@@ -222,7 +224,9 @@ final class LoopShard {
         var sequence = log.next
         while sequence > log.first {
             sequence -= 1
-            if log.entry(sequence)?.channel == key { return sequence }
+            guard let entry = log.entry(sequence), entry.channel == key else { continue }
+            if case .durability = entry.kind { continue }
+            return sequence
         }
         return nil
     }
