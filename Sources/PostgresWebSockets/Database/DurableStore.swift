@@ -102,7 +102,8 @@ final class DurableStore: Service, DurableReading, Sendable {
             }
             if stopping { return }
             let pruneDue = monotonicSeconds() >= nextPrune
-            guard status.isUp, request != nil || pruneDue else {
+            // Connected as soon as the database is up, so the first resume does not wait for it.
+            guard status.isUp, request != nil || pruneDue || connection == nil else {
                 let wait = request == nil ? min(1, max(0.01, nextPrune - monotonicSeconds())) : 1
                 _ = wake.wait(timeout: wait)
                 continue
@@ -119,6 +120,7 @@ final class DurableStore: Service, DurableReading, Sendable {
                 }
             }
             guard let conn = connection else { continue }
+            guard request != nil || pruneDue else { continue }
             if let request {
                 switch read(request, on: conn) {
                 case .success(let page):

@@ -95,7 +95,7 @@ extension LoopShard {
     private func requestPage(_ record: MemberRecord, _ list: SubscriberList, _ read: TableRead) {
         guard let store else { return }
         read.waitingForPage = true
-        let after = record.cursors[ObjectIdentifier(list)] ?? read.since
+        let after = max(read.nextAfter, record.cursors[ObjectIdentifier(list)] ?? 0)
         let bound = NIOLoopBound((self, record, list, read), eventLoop: eventLoop)
         let loop = eventLoop
         store.readPage(channel: list.channel, after: after) { page in
@@ -123,13 +123,17 @@ extension LoopShard {
             if let frame = read.preface?(recovered) { record.member.deliverReply(frame) }
         }
         read.pending.append(contentsOf: page.rows)
+        if let last = page.rows.last { read.nextAfter = max(read.nextAfter, last.offset) }
+        // The next page is read while this one is written, unless an earlier one is still
+        // unwritten: a stalled socket holds at most two pages here.
+        if !page.complete, read.pending.count == page.rows.count { requestPage(record, list, read) }
         writeTableRead(record, list, read)
     }
 
     /// Writes what the member's table reads hold, as far as its socket takes them.
     func writeTableReads(of record: MemberRecord) {
         for list in record.lists {
-            guard let read = record.tableReads[ObjectIdentifier(list)], !read.waitingForPage else { continue }
+            guard let read = record.tableReads[ObjectIdentifier(list)] else { continue }
             writeTableRead(record, list, read)
         }
     }
@@ -150,6 +154,7 @@ extension LoopShard {
             counters.replayed += 1
         }
         record.member.flushIfNeeded()
+        guard !read.waitingForPage else { return }
         if read.caughtUp {
             handOver(record, list, read)
         } else {

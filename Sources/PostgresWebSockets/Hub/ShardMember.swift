@@ -115,6 +115,8 @@ final class MemberRecord {
 final class TableRead {
     /// The page asked for and not yet answered.
     var waitingForPage = false
+    /// The next page starts after this offset.
+    var nextAfter: UInt64
     /// Rows not yet written.
     var pending = CircularBuffer<(offset: UInt64, payload: ByteBuffer)>()
     /// The last page answered held everything the table had.
@@ -129,6 +131,7 @@ final class TableRead {
 
     init(since: UInt64, preface: ((Bool) -> ByteBuffer?)?, reply: ((String?, Bool) -> ByteBuffer)?) {
         self.since = since
+        self.nextAfter = since
         self.preface = preface
         self.reply = reply
     }
