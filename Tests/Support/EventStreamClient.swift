@@ -53,8 +53,9 @@ public final class EventStreamClient: Sendable {
 
     /// The next event, skipping comments.
     public func nextEvent(timeout: Double = 10) async throws -> StreamEvent {
+        let deadline = Deadline(seconds: timeout)
         while true {
-            let next = try await events.next(timeout: timeout)
+            let next = try await events.next(timeout: try deadline.remaining())
             if case .comment = next { continue }
             return next
         }

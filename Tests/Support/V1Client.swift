@@ -23,8 +23,9 @@ extension WebSocketClient {
 
     /// Skips frames until one of `type` arrives (failing on a timeout).
     public func next(type: String, timeout: Double = 10) async throws -> JSONValue {
+        let deadline = Deadline(seconds: timeout)
         while true {
-            let frame = try await nextJSON(timeout: timeout)
+            let frame = try await nextJSON(timeout: try deadline.remaining())
             if frame["type"] == .string(type) { return frame }
         }
     }

@@ -130,10 +130,12 @@ public final class WebSocketClient: Sendable {
         try await events.next(timeout: timeout)
     }
 
-    /// The next text message, skipping pings and pongs; fails on anything else.
+    /// The next text message, skipping pings and pongs; fails on anything else, and after
+    /// `timeout` seconds in all (a server that pings keeps no wait alive forever).
     public func nextText(timeout: Double = 10) async throws -> String {
+        let deadline = Deadline(seconds: timeout)
         while true {
-            switch try await next(timeout: timeout) {
+            switch try await next(timeout: try deadline.remaining()) {
             case .text(let text): return text
             case .ping, .pong: continue
             case let other: throw UnexpectedEvent(event: other)
@@ -144,8 +146,9 @@ public final class WebSocketClient: Sendable {
     /// The close frame the server sends next (skipping messages and pings), then waits
     /// for the disconnect.
     public func nextClose(timeout: Double = 10) async throws -> (code: UInt16?, reason: String) {
+        let deadline = Deadline(seconds: timeout)
         while true {
-            switch try await next(timeout: timeout) {
+            switch try await next(timeout: try deadline.remaining()) {
             case .close(let code, let reason): return (code, reason)
             case .disconnected: throw UnexpectedEvent(event: .disconnected)
             default: continue
@@ -491,4 +494,23 @@ private final class ClientHandler: ChannelInboundHandler {
 private final class HandshakeState: Sendable {
     /// The 101's headers (names lowercased), or the refusal.
     let result = EventQueue<Result<[String: String], HTTPRefusal>>()
+}
+
+/// A wait of several events that must end within `seconds` in all.
+struct Deadline {
+    let end: ContinuousClock.Instant
+    let seconds: Double
+
+    init(seconds: Double) {
+        self.seconds = seconds
+        end = .now + .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// Seconds left; throws once none are.
+    func remaining() throws -> Double {
+        let left = end - .now
+        let value = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+        guard value > 0 else { throw EventQueue<Int>.Timeout(seconds: seconds) }
+        return value
+    }
 }
