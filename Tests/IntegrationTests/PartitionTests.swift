@@ -106,6 +106,121 @@ import Testing
         }
     }
 
+    /// The notifier's path alone is cut while a writer sends: the listener sees nothing
+    /// wrong, the lane's batch gets no answer, and after 15 s (`Notifier.resultTimeout`) the lane
+    /// gives its connection up (with a reset, so that what it sent into the cut can never
+    /// reach PostgreSQL after the heal) and sends the batch again on a new one.
+    @Test func notifierPathCutRetriesTheBatch() async throws {
+        let cluster = try await TemporaryPostgres.start()
+        defer { cluster.stop() }
+        let relay = try PostgresRelay.start(upstream: cluster)
+        defer { relay.stop() }
+        try await TestServer.with(databaseURI: relay.uri, { $0.notifier.poolSize = 1 }) { server in
+            defer { relay.stop() }
+            let db = try TestDatabase(uri: cluster.uri)
+            let channel = uniqueChannel()
+            try await db.listen(channel)
+            let reader = try await server.connect(channel: channel, mode: "r")
+            let writer = PacedWriter(try await server.connect(channel: channel, mode: "w"))
+            try await writer.waitUntilSent(20)
+            try await waitUntil(timeout: 10, "the lane's connection") { relay.stats(Self.notifier).open == 1 }
+
+            let cutAt = ContinuousClock.now
+            #expect(await relay.cut(application: Self.notifier) == 1)
+            let retry = try await step("the lane gives the batch up") {
+                try await server.log.waitForRecord(with: [.lane: "0"], timeout: 40)
+            }
+            let detectedAfter = ContinuousClock.now - cutAt
+            #expect(retry.message == "NOTIFY batch failed, will retry")
+            #expect(retry[.error]?.contains("no answer from PostgreSQL") == true, "\(retry)")
+            // The lane waits 15 s for an answer (Notifier.resultTimeout).
+            #expect(detectedAfter < .milliseconds(Int64(patience(20) * 1000)), "detected after \(detectedAfter)")
+            // The listener's path is fine: the database never counted as down.
+            #expect(try await Self.health(server).status == 200)
+            await relay.heal(application: Self.notifier)
+            let sentBeforeHeal = writer.sent
+            try await writer.waitUntilSent(sentBeforeHeal + 20)
+            let total = try await writer.stop()
+
+            // The connection given up on ends for good (the relay dropped what its client had
+            // sent into the cut), so whatever it carried is committed by now or never will be.
+            try await waitUntil(timeout: 20, "the lane's old connection to end") {
+                relay.stats(Self.notifier).open == 1
+            }
+            let stats = relay.stats(Self.notifier)
+            #expect(stats.resetWhileCut == 1, "the lane reset the connection it gave up on: \(stats)")
+            try await db.notify(channel, "marker")
+            // A batch whose answer was lost in the cut may have been committed before it was
+            // sent again: the documented at-least-once case. Nothing else may repeat.
+            let atLeastOnce = stats.answersLost > 0
+            var committed: [Int] = []
+            while true {
+                let payload = try await db.nextNotification(timeout: 30).payload
+                if payload == "marker" { break }
+                committed.append(try Self.index(try Self.payload(payload)))
+            }
+            Self.expectEveryMessage(committed, total: total, duplicatesAllowed: atLeastOnce)
+            var delivered: [Int] = []
+            while true {
+                let text = try await reader.nextText(timeout: 30)
+                if text == "marker" { break }
+                delivered.append(try Self.index(try Self.payload(text)))
+            }
+            Self.expectEveryMessage(delivered, total: total, duplicatesAllowed: atLeastOnce)
+            #expect(server.log.records(with: [.database: "lost"]).isEmpty)
+            #expect(server.log.records.filter { $0.level >= .warning }.count == 1, "one warning for the one retry")
+        }
+    }
+
+    /// After a partition, a stateful firewall may keep dropping the packets of the old
+    /// connections while new ones pass. The listener reconnects at once; the lane, whose
+    /// connection sat idle through the outage, then sends what queued meanwhile (4 MiB, more
+    /// than the cut path holds) into its dead connection. The send itself cannot complete:
+    /// it must still be given up after 15 s, and the messages sent on a new connection.
+    @Test func largeBatchIntoADeadConnectionIsRetried() async throws {
+        let cluster = try await TemporaryPostgres.start()
+        defer { cluster.stop() }
+        let relay = try PostgresRelay.start(upstream: cluster)
+        defer { relay.stop() }
+        try await TestServer.with(databaseURI: relay.uri, { $0.notifier.poolSize = 1 }) { server in
+            // Before the server shuts down: a lane stuck in the cut would hold its shutdown.
+            defer { relay.stop() }
+            let db = try TestDatabase(uri: cluster.uri)
+            let channel = uniqueChannel()
+            try await db.listen(channel)
+            let writer = try await server.connect(channel: channel, mode: "w")
+            try await writer.send(text: "m-0")
+            #expect(try Self.payload(try await db.nextNotification().payload) == "m-0")
+
+            #expect(await relay.cut(application: Self.listener) == 1)
+            #expect(await relay.cut(application: Self.notifier, newConnectionsToo: false) == 1)
+            try await server.log.waitForRecord(with: [.database: "lost"], timeout: 10)
+            try await waitUntil(timeout: 5, "/health 503") { try await Self.health(server).status == 503 }
+            let count = 700
+            let filler = String(repeating: "x", count: 6000)
+            try await writer.send(texts: (1...count).map { "m-\($0) \(filler)" })
+            try await waitUntil(timeout: 20, "the messages to queue") { server.bridge.queuedMessages == count }
+            await relay.heal(application: Self.listener)
+            try await server.log.waitForRecord(with: [.database: "restored"], timeout: 30)
+
+            let retry = try await step("the lane gives the stuck batch up") {
+                try await server.log.waitForRecord(with: [.lane: "0"], timeout: 40)
+            }
+            #expect(retry[.error]?.contains("no answer from PostgreSQL") == true, "\(retry)")
+            let committed = try await step("PostgreSQL got every message") {
+                try await db.notifications(count: count, timeout: 60).map { try Self.payload($0.payload) }
+            }
+            #expect(committed.map { $0.prefix { $0 != " " } } == (1...count).map { "m-\($0)"[...] })
+            await relay.heal(application: Self.notifier)
+            try await waitUntil(timeout: 20, "the lane's old connection to end") {
+                relay.stats(Self.notifier).open == 1
+            }
+            #expect(relay.stats(Self.notifier).resetWhileCut == 1)
+            try await db.notify(channel, "marker")
+            #expect(try await db.nextNotification().payload == "marker", "nothing sent twice")
+        }
+    }
+
     // MARK: - Helpers
 
     static func health(_ server: TestServer) async throws -> HTTPGet.Response {
