@@ -1,7 +1,8 @@
 # The two commands of a fresh machine: `make run` and `make test`.
 SWIFT ?= swift
+SOAK_MINUTES ?= 30
 
-.PHONY: run test test-tsan bench build release deps format clean
+.PHONY: run test test-tsan bench soak build release deps format clean
 
 deps:
 	@scripts/install-deps
@@ -33,6 +34,14 @@ bench: deps
 	$(SWIFT) build -c release --product postgres-websockets
 	$(SWIFT) build -c release --product pgws-bench
 	.build/release/pgws-bench --server .build/release/postgres-websockets
+
+# Not in CI: SOAK_MINUTES (default 30) of mixed load against the release server (churn,
+# fan-out, writers, token expiries, a PostgreSQL restart every 5 minutes); prints the
+# server's RSS, descriptors and sockets every minute.
+soak: deps
+	$(SWIFT) build -c release --product postgres-websockets
+	$(SWIFT) build -c release --product pgws-bench
+	.build/release/pgws-bench soak --minutes $(SOAK_MINUTES) --server .build/release/postgres-websockets
 
 # swift-format with the settings of .swift-format.
 format:

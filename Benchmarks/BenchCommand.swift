@@ -8,7 +8,7 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "pgws-bench",
         abstract:
             "Benchmarks postgres-websockets: fan-out (and its raw write(2) floor), ingest, connections, many channels, and PostgreSQL's own baseline.",
-        subcommands: [RunCommand.self, WorkerCommandLine.self],
+        subcommands: [RunCommand.self, SoakCommand.self, WorkerCommandLine.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -20,7 +20,8 @@ import Synchronization
 final class Notifier: Service, DatabaseStatusObserver, Sendable {
     static let maxBatchNotifications = 4096
     static let maxBatchBytes = 4 << 20
-    /// A batch that gets no answer for this long counts as lost with its connection.
+    /// A batch that gets no answer for this long (or cannot even be sent: the connection is
+    /// non-blocking) counts as lost with its connection, which is then reset.
     static let resultTimeout = 15.0
     static let drainTimeout = Duration.seconds(5)
 
@@ -158,6 +159,12 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             }
             if connection == nil {
                 switch PGConnection.connect(conninfo, applicationName: "postgres-websockets notifier") {
+                case .success(let conn) where !conn.setNonBlocking():
+                    // Blocking, a send larger than a dead path holds would wait for TCP to give up.
+                    logger.log(
+                        .debug, "notifier cannot connect", [.lane: "\(lane.index)", .error: "\(conn.errorMessage)"])
+                    _ = lane.wake.wait(timeout: backoff.nextDelay())
+                    continue
                 case .success(let conn):
                     connection = conn
                     backoff.reset()
@@ -167,11 +174,12 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
                     continue
                 }
             }
-            guard let conn = connection else { continue }
+            // No local reference to the connection: it must close the moment it is dropped.
+            guard connection != nil else { continue }
             let batch = lane.queue.withLockedValue {
                 Array($0.nextBatch(maxNotifications: Self.maxBatchNotifications, maxBytes: Self.maxBatchBytes))
             }
-            let result = send(batch, on: conn)
+            let result = send(batch, on: connection!)
             let outcome: LaneQueue.Outcome
             var offsets: [String?] = []
             if case .success(let rows) = result { offsets = rows }
@@ -201,10 +209,13 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
                 completed(count: 1, counted: counted)
             case .retry:
                 if case .connectionFailed = outcome, case .failure(let error) = result {
+                    // Reset at once: the sooner what is still in flight is dropped, the smaller
+                    // the chance that a healing path delivers it after all.
+                    connection?.resetOnClose()
+                    connection = nil
                     logger.log(
                         .warning, "NOTIFY batch failed, will retry",
                         [.lane: "\(lane.index)", .messages: "\(batch.count)", .error: "\(error)"])
-                    connection = nil
                     _ = lane.wake.wait(timeout: backoff.nextDelay())
                 }
             }

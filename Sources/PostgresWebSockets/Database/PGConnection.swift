@@ -62,6 +62,17 @@ final class PGConnection {
         PQsetnonblocking(raw, 1) == 0
     }
 
+    /// Makes closing reset the connection (RST) instead of ending it in order: what the
+    /// kernel has not delivered yet is dropped. A command given up on over a silent network
+    /// path then cannot reach PostgreSQL later, when the path heals, and be committed again
+    /// after it was retried elsewhere.
+    func resetOnClose() {
+        let fd = PQsocket(raw)
+        guard fd >= 0 else { return }
+        var hard = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+    }
+
     /// Quotes a name for use as an SQL identifier. Channel names may hold any character.
     func quoteIdentifier(_ name: String) -> String? {
         guard let quoted = PQescapeIdentifier(raw, name, name.utf8.count) else { return nil }
