@@ -43,4 +43,22 @@ struct FuzzFindingTests {
             }
         }
     }
+
+    /// config, Fuzz/Corpus/config/cr-in-value: a value refused when the configuration is
+    /// built came back in the error as it was, lone CR included.
+    @Test("a refused configuration value is quoted with control characters escaped")
+    func configurationValueErrorsEscapeControlCharacters() throws {
+        let contents = "db-uri = \"postgres://localhost/db\"\njwt-secret = \"s3cret\"\npool-size = 3\r4\n"
+        #expect(
+            throws: ConfigurationError("test.conf:3: pool-size must be a whole number from 1 to 64, got '3\\u{d}4'")
+        ) {
+            try Configuration.load(file: ConfigurationFile(path: "test.conf", contents: contents), environment: [:])
+        }
+        let environment = [
+            "PGWS_DB_URI": "postgres://localhost/db", "PGWS_JWT_SECRET": "s3cret", "PGWS_POOL_SIZE": "\u{1B}[2J",
+        ]
+        #expect(throws: ConfigurationError("PGWS_POOL_SIZE must be a whole number from 1 to 64, got '\\u{1b}[2J'")) {
+            try Configuration.load(file: nil, environment: environment)
+        }
+    }
 }

@@ -42,9 +42,9 @@ public struct ConfigurationFile: Sendable {
         self.entries = entries
     }
 
-    /// The file's own text quoted in an error, control characters escaped (`\u{d}`): a lone
-    /// CR or an escape character must not break or rewrite the error's line.
-    private static func quoted(_ text: some StringProtocol) -> String {
+    /// The operator's own text quoted in an error, control characters escaped (`\u{d}`): a
+    /// lone CR or an escape character must not break or rewrite the error's line.
+    static func quoted(_ text: some StringProtocol) -> String {
         var out = ""
         for scalar in text.unicodeScalars {
             if scalar.value < 0x20 || scalar.value == 0x7F {
