@@ -2,7 +2,10 @@
 SWIFT ?= swift
 SOAK_MINUTES ?= 30
 
-.PHONY: run test test-tsan bench soak build release deps format clean
+.PHONY: run test test-tsan test-asan fuzz bench soak build release deps format clean
+
+# Seconds each fuzz target runs in `make fuzz`.
+FUZZ_SECONDS ?= 60
 
 deps:
 	@scripts/install-deps
@@ -19,15 +22,26 @@ run: release
 	scripts/run-demo
 
 # Unit and integration tests against a throwaway PostgreSQL the tests start themselves
-# (or PGWS_TEST_DB_URI).
+# (or PGWS_TEST_DB_URI), then every fuzz target over its committed corpus plus 20 s of new inputs.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	SWIFT=$(SWIFT) scripts/fuzz --test 20
 
 # The same suite built with ThreadSanitizer, in its own build folder.
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	PGWS_TEST_SANITIZER=thread $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+
+# The same suite built with AddressSanitizer (leaks included), in its own build folder.
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	PGWS_TEST_SANITIZER=address $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+# Every fuzz target (Fuzz/) for FUZZ_SECONDS seconds, built with libFuzzer and AddressSanitizer
+# in .build-fuzz; new inputs are kept in .build-fuzz/corpus for the next run.
+fuzz: deps
+	SWIFT=$(SWIFT) scripts/fuzz $(FUZZ_SECONDS)
 
 # The benchmark of issue 4: release builds, throwaway PostgreSQL, writes bench-results.json.
 bench: deps
@@ -48,4 +62,4 @@ format:
 	$(SWIFT) format -i -r Sources Tests Benchmarks Package.swift
 
 clean:
-	rm -rf .build .build-tsan
+	rm -rf .build .build-tsan .build-asan .build-fuzz

@@ -98,6 +98,26 @@ let package = Package(
             path: "Benchmarks",
             swiftSettings: swiftSettings
         ),
+        // libFuzzer's entry point, declared for the fuzz targets.
+        .target(name: "CFuzzerDriver", path: "Fuzz/CFuzzerDriver"),
+        // The fuzz targets of `make fuzz` in one executable (README: Fuzzing). `scripts/fuzz`
+        // builds it with `-sanitize=fuzzer,address -DFUZZING` in .build-fuzz; a plain build
+        // gives a program that replays inputs through a target without libFuzzer.
+        .executableTarget(
+            name: "pgws-fuzz",
+            dependencies: [
+                "PostgresWebSockets",
+                "BridgeTestSupport",
+                "CFuzzerDriver",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Fuzz/Targets",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PostgresWebSocketsTests",
             dependencies: [

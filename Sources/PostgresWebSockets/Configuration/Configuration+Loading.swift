@@ -155,7 +155,7 @@ private struct Settings {
 
     private func invalid(_ key: ConfigurationKey, _ rule: String) -> ConfigurationError {
         if key.isSecret { return ConfigurationError("\(origin(key)) \(rule)") }
-        return ConfigurationError("\(origin(key)) \(rule), got '\(values[key]?.value ?? "")'")
+        return ConfigurationError("\(origin(key)) \(rule), got '\(ConfigurationFile.quoted(values[key]?.value ?? ""))'")
     }
 
     /// A value, or the contents of the file it names with `@path`.
@@ -165,10 +165,11 @@ private struct Settings {
         let bytes: [UInt8]
         switch readWholeFile(String(value.dropFirst())) {
         case .success(let b): bytes = b
-        case .failure(let error): throw ConfigurationError("\(origin(key)): \(error.message)")
+        case .failure(let error): throw ConfigurationError("\(origin(key)): \(ConfigurationFile.quoted(error.message))")
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw ConfigurationError("\(origin(key)): \(value.dropFirst()) is not valid UTF-8")
+            throw ConfigurationError(
+                "\(origin(key)): \(ConfigurationFile.quoted(value.dropFirst())) is not valid UTF-8")
         }
         return text
     }

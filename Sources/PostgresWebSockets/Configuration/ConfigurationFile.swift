@@ -19,37 +19,53 @@ public struct ConfigurationFile: Sendable {
         {
             lineNumber += 1
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
-            let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
-            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            // Read scalar by scalar: as Characters, a quote or `=` followed by a combining
+            // mark would be one Character and not match.
+            let trimmed = line.unicodeScalars.drop(while: { $0 == " " || $0 == "\t" })
+            if trimmed.isEmpty || trimmed.first == "#" { continue }
             guard let equals = trimmed.firstIndex(of: "=") else {
                 throw ConfigurationError("\(path):\(lineNumber): expected 'key = value'")
             }
-            let name = trimmed[..<equals].trimming()
+            let name = Substring(trimmed[..<equals]).trimming()
             guard let key = ConfigurationKey(fileKey: name) else {
-                throw ConfigurationError("\(path):\(lineNumber): unknown key '\(name)'")
+                throw ConfigurationError("\(path):\(lineNumber): unknown key '\(Self.quoted(name))'")
             }
             if let previous = entries[key] {
                 throw ConfigurationError(
                     "\(path):\(lineNumber): '\(name)' is already set on line \(previous.line)")
             }
             let value = try Self.parseValue(
-                trimmed[trimmed.index(after: equals)...], path: path, line: lineNumber, key: key,
+                Substring(trimmed[trimmed.index(after: equals)...]), path: path, line: lineNumber, key: key,
                 environment: environment)
             entries[key] = Entry(value: value, line: lineNumber)
         }
         self.entries = entries
     }
 
+    /// The operator's own text quoted in an error, control characters escaped (`\u{d}`): a
+    /// lone CR or an escape character must not break or rewrite the error's line.
+    static func quoted(_ text: some StringProtocol) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                out += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
     private static func parseValue(
         _ text: Substring, path: String, line: Int, key: ConfigurationKey, environment: [String: String]
     ) throws(ConfigurationError) -> String {
-        let text = text.drop(while: { $0 == " " || $0 == "\t" })
+        let text = text.unicodeScalars.drop(while: { $0 == " " || $0 == "\t" })
         guard text.first == "\"" else {
-            let bare = (text.firstIndex(of: "#").map { text[..<$0] } ?? text).trimming()
+            let bare = Substring(text.firstIndex(of: "#").map { text[..<$0] } ?? text).trimming()
             guard !bare.isEmpty else { throw ConfigurationError("\(path):\(line): '\(key.rawValue)' has no value") }
             return String(bare)
         }
-        var value = ""
+        var value = String.UnicodeScalarView()
         var index = text.index(after: text.startIndex)
         while true {
             guard index < text.endIndex else {
@@ -66,12 +82,13 @@ public struct ConfigurationFile: Sendable {
                 guard let close = text[index...].firstIndex(of: ")") else {
                     throw ConfigurationError("\(path):\(line): unterminated $( in the value of '\(key.rawValue)'")
                 }
-                let name = String(text[text.index(after: index)..<close])
+                let name = String(Substring(text[text.index(after: index)..<close]))
                 guard let variable = environment[name] else {
                     throw ConfigurationError(
-                        "\(path):\(line): '\(key.rawValue)' uses $(\(name)), which is not set in the environment")
+                        "\(path):\(line): '\(key.rawValue)' uses $(\(quoted(name))), which is not set in the environment"
+                    )
                 }
-                value.append(variable)
+                value.append(contentsOf: variable.unicodeScalars)
                 index = text.index(after: close)
             } else if character == "\\" {
                 guard index < text.endIndex else {
@@ -83,17 +100,18 @@ public struct ConfigurationFile: Sendable {
                 case "\"": value.append("\"")
                 case "\\": value.append("\\")
                 default:
-                    throw ConfigurationError("\(path):\(line): unknown escape '\\\(text[index])' for '\(key.rawValue)'")
+                    throw ConfigurationError(
+                        "\(path):\(line): unknown escape '\\\(quoted(String(text[index])))' for '\(key.rawValue)'")
                 }
                 index = text.index(after: index)
             } else {
                 value.append(character)
             }
         }
-        let rest = text[index...].trimming()
-        guard rest.isEmpty || rest.hasPrefix("#") else {
+        let rest = Substring(text[index...]).trimming()
+        guard rest.isEmpty || rest.unicodeScalars.first == "#" else {
             throw ConfigurationError("\(path):\(line): unexpected text after the value of '\(key.rawValue)'")
         }
-        return value
+        return String(value)
     }
 }
