@@ -92,7 +92,7 @@ enum SessionTarget {
     /// piles up from input to input and every input meets the same server; each leaves it as
     /// it found it (no slot, no member, no timer). That is also what lets libFuzzer's leak
     /// check tell a connection's leak: an input that ends with more allocations than it began.
-    nonisolated(unsafe) static let loop = EmbeddedEventLoop()
+    static let loop = EmbeddedEventLoop()
     static let server = makeServer(loop: loop)
 
     static func makeServer(loop: EmbeddedEventLoop) -> ServerContext {
@@ -109,7 +109,8 @@ enum SessionTarget {
             conninfo: "unused", settings: configuration.notifier, status: status, pausedWriters: hub, logger: logger)
         return ServerContext(
             configuration: configuration, keys: JWTKeyStore(fixed: JWTVerifier(keys: JWTTarget.keys)), hub: hub,
-            registry: registry, notifier: notifier, staticFiles: nil, tls: nil, logger: logger)
+            registry: registry, notifier: notifier, durableChannels: DurableDirectory(), staticFiles: nil, tls: nil,
+            logger: logger)
     }
 
     static func encodeFrames(_ input: inout FuzzInput) -> [UInt8] {
