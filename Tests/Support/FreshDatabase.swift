@@ -17,4 +17,15 @@ extension TemporaryPostgres {
         }
         return uri
     }
+
+    /// Whether `uri` names a database of the shared cluster (its own or a fresh one).
+    public static func isInSharedCluster(_ uri: String) async -> Bool {
+        let shared = await sharedURI()
+        func cluster(_ uri: String) -> URLComponents? {
+            var components = URLComponents(string: uri)
+            components?.path = ""
+            return components
+        }
+        return cluster(uri) != nil && cluster(uri) == cluster(shared)
+    }
 }

@@ -33,8 +33,9 @@ public final class TestServer: Sendable {
         waitForDatabase: Bool = true,
         _ configure: (inout Configuration) -> Void = { _ in }
     ) async throws -> TestServer {
-        var config = configuration(databaseURI: await resolve(databaseURI))
-        if databaseURI == nil {
+        let uri = await resolve(databaseURI)
+        var config = configuration(databaseURI: uri)
+        if await TemporaryPostgres.isInSharedCluster(uri) {
             // The shared cluster carries every parallel test's listener on two cores, and a
             // LISTENing backend reads each test's bursts before it answers a probe: answers can
             // lag past the production floor there. Tests of the probe use a cluster of their own.
