@@ -310,6 +310,8 @@ import Testing
             Self.durable(&$0)
             $0.limits.maxLag = 1 << 20
             $0.limits.maxSocketBuffer = 16 << 10
+            // The reader does not read, so it cannot answer pings; a sanitizer's run is long.
+            $0.limits.pingInterval = .fromSeconds(600)
         }) { server in
             let db = try await db()
             let channel = uniqueChannel()

@@ -226,7 +226,27 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let bytes = response.serialized(includingBody: includingBody, allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in
-            channel.close(promise: nil)
+            Self.closeAfterAnswer(channel)
+        }
+    }
+
+    /// How long the rest of a refused request is read and dropped after the answer.
+    static let lingerAfterAnswer = TimeAmount.seconds(1)
+
+    /// Closing a socket that still holds unread request bytes makes the kernel send a reset,
+    /// and a reset can destroy the answer before the client reads it (a request refused before
+    /// its end was read, say). So the write side closes first, the client reads the answer
+    /// and its end, and what else it sends is read and dropped until it closes, or for at most
+    /// `lingerAfterAnswer` (the lingering close of nginx and Apache).
+    private static func closeAfterAnswer(_ channel: any Channel) {
+        let outputClosed = channel.eventLoop.makePromise(of: Void.self)
+        channel.close(mode: .output, promise: outputClosed)
+        outputClosed.futureResult.whenComplete { result in
+            guard case .success = result else {
+                channel.close(promise: nil)
+                return
+            }
+            channel.eventLoop.scheduleTask(in: lingerAfterAnswer) { channel.close(promise: nil) }
         }
     }
 
