@@ -9,7 +9,8 @@ import Foundation
 extension BenchContext {
     func runBurst() async throws {
         let s = sizes
-        try await withServer("burst") { server in
+        // The 1008 close of the stalled socket is logged at info; the bench reads it in the log.
+        try await withServer("burst", environment: serverEnvironment.merging(["PGWS_LOG_LEVEL": "info"]) { $1 }) { server in
             let channel = channel("burst")
             let ordinary = s.burstSockets - s.burstSlow - 1
             try await withWorkers(spec(port: server.port, channel: channel, count: ordinary)) { fleet, _ in

@@ -19,9 +19,14 @@ final class SocketFleet: Sendable {
         self.spec = spec
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, spec.threads))
         loops = group.makeIterator().map { NIOLoopBoundBox.makeBoxSendingValue(LoopStats(), eventLoop: $0) }
-        if let signing = spec.signingKey,
-            let key = try? TestSigningKey(pem: signing.privateKeyPEM, kind: signing.kind, kid: signing.kid)
-        {
+        if let signing = spec.signingKey {
+            // Never HS256 tokens in place of the signed ones: the rows would measure refusals.
+            let key: TestSigningKey
+            do {
+                key = try TestSigningKey(pem: signing.privateKeyPEM, kind: signing.kind, kid: signing.kid)
+            } catch {
+                fatalError("cannot load the \(signing.kind.rawValue) signing key: \(error)")
+            }
             tokens = (0..<spec.count).map { offset in
                 let index = spec.firstIndex + offset
                 return key.mint(

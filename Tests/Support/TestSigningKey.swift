@@ -40,9 +40,13 @@ public final class TestSigningKey: @unchecked Sendable {
         self.kind = kind
         self.kid = kid
         let bytes = Array(pem.utf8)
-        guard let bio = BIO_new_mem_buf(bytes, Int32(bytes.count)) else { throw Failure("BIO") }
-        defer { BIO_free(bio) }
-        guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else { throw Failure("not a private key PEM") }
+        // A memory BIO reads the bytes in place: they must outlive it, not just the call.
+        let key = try bytes.withUnsafeBytes { buffer -> OpaquePointer in
+            guard let bio = BIO_new_mem_buf(buffer.baseAddress, Int32(buffer.count)) else { throw Failure("BIO") }
+            defer { BIO_free(bio) }
+            guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else { throw Failure("not a private key PEM") }
+            return key
+        }
         self.key = key
     }
 

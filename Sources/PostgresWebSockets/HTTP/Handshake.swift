@@ -97,7 +97,7 @@ struct Handshake {
         }
         var headerTokens = bearerEntries
         for value in head.values("authorization") {
-            let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            let parts = value.split(byte: UInt8(ascii: " "), maxSplits: 1, omittingEmpty: true)
             if parts.count == 2, RequestHead.equalsIgnoringCase(parts[0], "bearer") {
                 headerTokens.append(parts[1].trimming())
             }
@@ -109,7 +109,7 @@ struct Handshake {
                     "more than one token: give it in the URL, a bearer subprotocol or an Authorization header"))
         }
 
-        let segments = head.path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        let segments = head.path.dropFirst().split(byte: UInt8(ascii: "/"), omittingEmpty: false)
         let channelSegment: Substring?
         let tokenText: Substring
         // `pgws.v1` at `/` with the token in a header opens with no channel: it subscribes itself.

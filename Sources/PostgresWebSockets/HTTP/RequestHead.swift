@@ -12,7 +12,7 @@ struct RequestHead {
 
     /// The path of the target, without the query.
     var path: Substring {
-        target.firstIndex(of: "?").map { target[..<$0] } ?? target
+        target.firstIndex(ofByte: UInt8(ascii: "?")).map { target[..<$0] } ?? target
     }
 
     /// The values of every field named `name` (lowercase), in order.
@@ -26,7 +26,7 @@ struct RequestHead {
 
     /// The elements of every comma-separated field named `name`, trimmed, empty ones dropped.
     func listValues(_ name: String) -> [Substring] {
-        values(name).flatMap { $0.split(separator: ",").map { $0.trimming() }.filter { !$0.isEmpty } }
+        values(name).flatMap { $0.split(byte: UInt8(ascii: ","), omittingEmpty: true).map { $0.trimming() }.filter { !$0.isEmpty } }
     }
 
     /// Whether a comma-separated field (Connection, Upgrade) lists `token` (lowercase).
@@ -77,11 +77,13 @@ struct RequestHead {
         var checker = ByteChecker()
         if let problem = checker.check(bytes) { throw Refusal(.badRequest, problem) }
         let text = String(decoding: bytes, as: UTF8.self)
-        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: true)[...]
+        // Every LF follows a CR (the checker saw to it): lines end at LF, their CR dropped.
+        var lines = text[...].split(byte: UInt8(ascii: "\n"), omittingEmpty: true)
+            .map { $0.trimming { $0 == UInt8(ascii: "\r") } }.filter { !$0.isEmpty }[...]
         guard let requestLine = lines.popFirst() else {
             throw Refusal(.badRequest, "empty request")
         }
-        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
+        let parts = requestLine.split(byte: UInt8(ascii: " "), omittingEmpty: false)
         guard parts.count == 3, !parts[0].isEmpty, parts[0].utf8.allSatisfy(isTokenCharacter) else {
             throw Refusal(.badRequest, "malformed request line")
         }
@@ -100,7 +102,7 @@ struct RequestHead {
             guard headers.count < maxHeaderCount else {
                 throw Refusal(.headTooLarge, "too many header fields")
             }
-            guard let colon = line.firstIndex(of: ":") else {
+            guard let colon = line.firstIndex(ofByte: UInt8(ascii: ":")) else {
                 throw Refusal(.badRequest, "malformed header field")
             }
             let name = line[..<colon]
@@ -108,7 +110,7 @@ struct RequestHead {
             guard !name.isEmpty, name.utf8.allSatisfy(isTokenCharacter) else {
                 throw Refusal(.badRequest, "malformed header field")
             }
-            headers.append((name, line[line.index(after: colon)...].trimming()))
+            headers.append((name, line[line.utf8.index(after: colon)...].trimming()))
         }
         return RequestHead(method: parts[0], target: parts[1], minorVersion: minorVersion, headers: headers)
     }
