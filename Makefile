@@ -32,15 +32,17 @@ test: deps
 	$(SWIFT) test --skip-build $(TEST_FLAGS)
 	SWIFT=$(SWIFT) scripts/fuzz --test 20
 
-# The same suite built with ThreadSanitizer, in its own build folder.
+# The same suite built with ThreadSanitizer, in its own build folder; sanitizer runs take 4
+# tests at a time, as everything runs several times slower.
+SANITIZER_FLAGS = --experimental-maximum-parallelization-width 4
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	PGWS_TEST_SANITIZER=thread $(SWIFT) test --skip-build $(TEST_FLAGS) --sanitize=thread --scratch-path .build-tsan
+	PGWS_TEST_SANITIZER=thread $(SWIFT) test --skip-build $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan
 
 # The same suite built with AddressSanitizer (leaks included), in its own build folder.
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	PGWS_TEST_SANITIZER=address $(SWIFT) test --skip-build $(TEST_FLAGS) --sanitize=address --scratch-path .build-asan
+	PGWS_TEST_SANITIZER=address $(SWIFT) test --skip-build $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan
 
 # Every fuzz target (Fuzz/) for FUZZ_SECONDS seconds, built with libFuzzer and AddressSanitizer
 # in .build-fuzz; new inputs are kept in .build-fuzz/corpus for the next run.

@@ -41,6 +41,11 @@ public final class TestServer: Sendable {
             // lag past the production floor there. Tests of the probe use a cluster of their own.
             config.listener.probeTimeout = .seconds(5)
         }
+        if runsUnderSanitizer {
+            // Sockets that read slowly on purpose answer pings late under a sanitizer, where
+            // everything is several times slower: tests of pings set their own interval.
+            config.limits.pingInterval = .fromSeconds(600)
+        }
         configure(&config)
         let capture = LogCapture()
         let echo = testLogLevel
