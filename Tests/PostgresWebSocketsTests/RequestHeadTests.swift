@@ -21,6 +21,16 @@ struct RequestHeadTests {
         }
     }
 
+    /// Separators are found by byte: as `Character`s, ":" or " " followed by a combining mark
+    /// is one cluster, and the field or the request line was misread.
+    @Test("a combining mark after a separator does not hide it")
+    func combiningMarkAfterASeparator() throws {
+        let head = try parse("GET /a?b HTTP/1.1\r\nX-Note:\u{301}v\r\n\r\n")
+        #expect(head.path == "/a")
+        #expect(head.first("x-note")?.unicodeScalars.elementsEqual("\u{301}v".unicodeScalars) == true)
+        #expect(status(of: "GET /a \u{301}HTTP/1.1\r\nHost: h\r\n\r\n") == .badRequest)
+    }
+
     @Test("a browser's handshake parses, fields looked up ignoring case")
     func browserHandshake() throws {
         let head = try parse(
