@@ -45,6 +45,11 @@ public final class TestServer: Sendable {
             // Sockets that read slowly on purpose answer pings late under a sanitizer, where
             // everything is several times slower: tests of pings set their own interval.
             config.limits.pingInterval = .fromSeconds(600)
+            // The same slowness, and four suites' servers sharing two cores, can hold a request
+            // or a client's reading of a close frame past the production bounds: tests of those
+            // bounds set their own.
+            config.limits.handshakeTimeout = .fromSeconds(60)
+            config.limits.pongTimeout = .fromSeconds(60)
         }
         configure(&config)
         let capture = LogCapture()

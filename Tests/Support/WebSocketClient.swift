@@ -73,6 +73,7 @@ public final class WebSocketClient: Sendable {
         let key = Base64.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
         let handshake = HandshakeState()
         let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(runsUnderSanitizer ? .seconds(60) : .seconds(10))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
