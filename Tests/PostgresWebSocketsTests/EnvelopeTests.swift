@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import PostgresWebSockets
@@ -119,6 +120,28 @@ struct EnvelopeTests {
         #expect(Envelope.formatSeconds(1) == "0.000001")
         #expect(Envelope.formatSeconds(999_999) == "0.999999")
         #expect(Envelope.formatSeconds(1_000_000) == "1.000000")
+    }
+
+    @Test("fixedPoint writes any Int64 with any number of decimals, as the decimal it stands for")
+    func fixedPoint() {
+        func written(_ value: Int64, _ decimals: Int) -> String {
+            var writer = JSONWriter()
+            writer.fixedPoint(value, decimals: decimals)
+            return String(decoding: writer.bytes, as: UTF8.self)
+        }
+        #expect(written(0, 0) == "0")
+        #expect(written(42, 0) == "42")
+        #expect(written(-5, 3) == "-0.005")
+        #expect(written(-1_234_567, 6) == "-1.234567")
+        #expect(written(.max, 6) == "9223372036854.775807")
+        #expect(written(.min, 6) == "-9223372036854.775808")
+        #expect(written(.min, 0) == "-9223372036854775808")
+        for value in [Int64(7), 123_456_789, -98_765, 1_732_212_345_000_123] {
+            for decimals in 0...8 {
+                let reference = Decimal(value) / pow(Decimal(10), decimals)
+                #expect(Decimal(string: written(value, decimals)) == reference, "\(value) with \(decimals)")
+            }
+        }
     }
 
     @Test("the payload limit is PostgreSQL's")

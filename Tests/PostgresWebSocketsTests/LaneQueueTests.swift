@@ -9,7 +9,7 @@ private func message(_ text: String, channels: Int = 1) -> LaneQueue.Entry {
         counted: true)
 }
 
-private func texts(_ batch: ArraySlice<LaneQueue.Entry>) -> [String] {
+private func texts(_ batch: [LaneQueue.Entry]) -> [String] {
     batch.map { String(decoding: $0.message.notifications[0].payload, as: UTF8.self) }
 }
 

@@ -59,6 +59,28 @@ struct PublishFlowTests {
         #expect(kind(flow.relieved(databaseUp: true, submit: queue.submit)) == "resume")
     }
 
+    @Test("many held messages drain over several reliefs, each placed once, in order")
+    func manyHeldDrainInOrder() {
+        var flow = PublishFlow()
+        let queue = ScriptedQueue([.full])
+        let texts = (0..<5_000).map { "m\($0)" }
+        #expect(kind(flow.offer(message(texts[0]), databaseUp: true, submit: queue.submit)) == "pause")
+        for text in texts.dropFirst() {
+            #expect(kind(flow.offer(message(text), databaseUp: true, submit: queue.submit)) == "none")
+        }
+        // Relief 1 stops at a congested answer, relief 2 at a full queue, relief 3 takes the rest.
+        queue.answers = Array(repeating: .accepted, count: 999) + [.congested]
+        #expect(kind(flow.relieved(databaseUp: true, submit: queue.submit)) == "none")
+        #expect(queue.taken == Array(texts[..<1_000]))
+        queue.answers = Array(repeating: .accepted, count: 1_500) + [.full]
+        #expect(kind(flow.relieved(databaseUp: true, submit: queue.submit)) == "none")
+        #expect(queue.taken == Array(texts[..<2_500]))
+        queue.answers = []
+        #expect(kind(flow.relieved(databaseUp: true, submit: queue.submit)) == "resume")
+        #expect(queue.taken == texts)
+        #expect(!flow.isPaused)
+    }
+
     @Test("a full queue while PostgreSQL is down refuses the message (raw sockets close with 1013)")
     func fullWhileDownCloses() {
         var flow = PublishFlow()

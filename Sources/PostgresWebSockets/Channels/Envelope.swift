@@ -36,7 +36,7 @@ public enum Envelope {
     ) -> [UInt8] {
         var writer = JSONWriter(capacity: payload.count + claimsPrefix.count + channel.utf8.count + 110)
         writer.raw("{\"event\":\"")
-        writer.raw(Array(event.rawValue.utf8))
+        writer.raw(utf8: event.rawValue)
         writer.raw("\",\"channel\":")
         writer.string(channel)
         writer.raw(",\"payload\":")
@@ -44,7 +44,7 @@ public enum Envelope {
         writer.raw(",\"claims\":")
         writer.raw(claimsPrefix)
         writer.raw("\"message_delivered_at\":")
-        writer.raw(Array(formatSeconds(deliveredAtMicroseconds).utf8))
+        writer.fixedPoint(deliveredAtMicroseconds, decimals: 6)
         writer.raw("}}")
         return writer.bytes
     }
@@ -62,8 +62,8 @@ public enum Envelope {
 
     /// Seconds with six decimals, e.g. `1732212345.000123`.
     static func formatSeconds(_ micros: Int64) -> String {
-        let seconds = micros / 1_000_000
-        let fraction = String(micros % 1_000_000)
-        return "\(seconds)." + String(repeating: "0", count: 6 - fraction.count) + fraction
+        var writer = JSONWriter(capacity: 24)
+        writer.fixedPoint(micros, decimals: 6)
+        return String(decoding: writer.bytes, as: UTF8.self)
     }
 }

@@ -7,48 +7,52 @@ struct LaneQueue {
         let counted: Bool
     }
 
-    private var entries: [Entry] = []
-    private var head = 0
+    /// The head of the queue: what the lane thread takes its batches from. A batch is a
+    /// prefix of it, and the thread may hold that batch's storage while it waits for
+    /// PostgreSQL, so appends never touch it (appending to shared storage copies all of it).
+    private var front: [Entry] = []
+    /// What arrived since `front` was filled, in order behind it.
+    private var back: [Entry] = []
     /// After a batch failed for its content, messages are sent one by one until this many
     /// are through, to find the culprit(s) without losing the rest.
     private var isolating = 0
     /// How many entries at the head were handed out as the current batch.
     private var inFlight = 0
 
-    var count: Int { entries.count - head }
+    var count: Int { front.count + back.count }
     var isEmpty: Bool { count == 0 }
 
     /// Queues `entry`; true when the lane was idle (nothing queued), so its thread must be woken.
     mutating func append(_ entry: Entry) -> Bool {
-        entries.append(entry)
+        back.append(entry)
         return count == 1
     }
 
     /// The next batch: everything queued, up to the limits (at least one message), or a
     /// single message while isolating a refused one.
-    mutating func nextBatch(maxNotifications: Int, maxBytes: Int) -> ArraySlice<Entry> {
+    mutating func nextBatch(maxNotifications: Int, maxBytes: Int) -> [Entry] {
         precondition(inFlight == 0, "a batch is already in flight")
-        var end = head
-        if isolating > 0, !isEmpty {
-            end = head + 1
-        } else {
-            var notifications = 0
-            var bytes = 0
-            while end < entries.count {
-                let message = entries[end].message
-                let size = message.byteCount
-                if end > head,
-                    notifications + message.notifications.count > maxNotifications || bytes + size > maxBytes
-                {
-                    break
-                }
+        if front.isEmpty {
+            swap(&front, &back)  // moves, copies nothing
+        } else if !back.isEmpty {
+            front.append(contentsOf: back)  // after a retry only
+            back.removeAll(keepingCapacity: true)
+        }
+        guard !front.isEmpty else { return [] }
+        var end = 1
+        if isolating == 0 {
+            var notifications = front[0].message.notifications.count
+            var bytes = front[0].message.byteCount
+            while end < front.count {
+                let message = front[end].message
                 notifications += message.notifications.count
-                bytes += size
+                bytes += message.byteCount
+                if notifications > maxNotifications || bytes > maxBytes { break }
                 end += 1
             }
         }
-        inFlight = end - head
-        return entries[head..<end]
+        inFlight = end
+        return end == front.count ? front : Array(front[..<end])
     }
 
     enum Outcome {
@@ -85,17 +89,16 @@ struct LaneQueue {
     }
 
     private mutating func remove(_ n: Int) -> Int {
-        let counted = entries[head..<head + n].reduce(0) { $0 + ($1.counted ? 1 : 0) }
-        head += n
-        isolating = max(0, isolating - n)
-        // Compact once the consumed prefix is as large as what remains: amortized O(1).
-        if head > 64, head * 2 >= entries.count {
-            entries.removeFirst(head)
-            head = 0
+        let counted = front[..<n].reduce(0) { $0 + ($1.counted ? 1 : 0) }
+        if n == front.count {
+            front = []  // the thread may still hold this storage: let it go instead of mutating it
+        } else {
+            front.removeFirst(n)
         }
+        isolating = max(0, isolating - n)
         return counted
     }
 
     /// The head message, for the sender of a refused one.
-    var first: Entry? { isEmpty ? nil : entries[head] }
+    var first: Entry? { front.first ?? back.first }
 }

@@ -177,7 +177,7 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             // No local reference to the connection: it must close the moment it is dropped.
             guard connection != nil else { continue }
             let batch = lane.queue.withLockedValue {
-                Array($0.nextBatch(maxNotifications: Self.maxBatchNotifications, maxBytes: Self.maxBatchBytes))
+                $0.nextBatch(maxNotifications: Self.maxBatchNotifications, maxBytes: Self.maxBatchBytes)
             }
             let result = send(batch, on: connection!)
             let outcome: LaneQueue.Outcome

@@ -1,7 +1,9 @@
 /// Told what became of a client's message: refused by PostgreSQL for its content (an outage
 /// is retried, never reported), or committed (only when the message asks for it), with its
-/// offset when its channel is durable.
-protocol MessageSender: Sendable {
+/// offset when its channel is durable. A class: a message is copied several times between a
+/// socket and its commit, and a reference costs one retain where an existential struct costs
+/// value-witness calls.
+protocol MessageSender: AnyObject, Sendable {
     func messageRejected(reason: String)
     func messageCommitted(offset: UInt64?)
 }

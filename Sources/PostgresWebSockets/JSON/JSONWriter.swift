@@ -16,6 +16,35 @@ public struct JSONWriter {
         bytes.append(contentsOf: other)
     }
 
+    /// Appends `text`'s UTF-8 as it is (no quotes, no escaping).
+    public mutating func raw(utf8 text: String) {
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    /// Writes `value / 10^decimals` as a JSON number with exactly `decimals` decimals
+    /// (`1732212345000123, 6` is `1732212345.000123`), without building Strings: envelopes
+    /// carry one per client message.
+    public mutating func fixedPoint(_ value: Int64, decimals: Int) {
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 21 + decimals) { digits in
+            // Least significant first, then reversed into place.
+            var count = 0
+            func nextDigit() {
+                digits[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            }
+            for _ in 0..<decimals { nextDigit() }
+            if decimals > 0 {
+                digits[count] = UInt8(ascii: ".")
+                count += 1
+            }
+            repeat { nextDigit() } while magnitude > 0
+            for index in stride(from: count - 1, through: 0, by: -1) { bytes.append(digits[index]) }
+        }
+    }
+
     public mutating func string(_ value: String) {
         var value = value
         value.withUTF8 { string(utf8: UnsafeRawBufferPointer($0)) }

@@ -33,6 +33,7 @@ struct PublishFlow {
         _ message: OutgoingMessage, databaseUp: Bool, submit: (OutgoingMessage) -> SubmitResult
     ) -> Action {
         if case .paused(var held) = state, !held.isEmpty {
+            state = .reading  // drops the stored reference: appending to a shared array copies all of it
             held.append(message)  // keeps the order behind what is already waiting
             state = .paused(held: held)
             return .none
@@ -53,23 +54,26 @@ struct PublishFlow {
     /// held, then read again unless the queue is congested once more.
     mutating func relieved(databaseUp: Bool, submit: (OutgoingMessage) -> SubmitResult) -> Action {
         guard case .paused(var held) = state else { return .none }
-        while let message = held.first {
-            switch place(message, databaseUp: databaseUp, submit: submit) {
+        state = .reading  // drops the stored reference, so `held` is changed in place
+        // What was placed leaves in one step: removing messages one by one would be quadratic.
+        var placed = 0
+        while placed < held.count {
+            switch place(held[placed], databaseUp: databaseUp, submit: submit) {
             case .taken:
-                held.removeFirst()
+                placed += 1
             case .takenButCongested:
-                held.removeFirst()
+                held.removeFirst(placed + 1)
                 state = .paused(held: held)
                 return .none  // stay paused until the next relief
             case .notTaken:
+                held.removeFirst(placed)
                 state = .paused(held: held)
                 return .none
             case .refused:
                 state = .paused(held: [])
-                return .refused(held)
+                return .refused(Array(held[placed...]))
             }
         }
-        state = .reading
         return .resumeReading
     }
 

@@ -32,8 +32,12 @@ extension WebSocketSession {
 }
 
 /// Closes the raw socket whose message PostgreSQL refused.
-private struct RawSender: MessageSender {
+private final class RawSender: MessageSender {
     let handle: SessionHandle
+
+    init(handle: SessionHandle) {
+        self.handle = handle
+    }
 
     func messageRejected(reason: String) {
         handle.onLoop { $0.close(.rejectedByDatabase(reason)) }

@@ -153,10 +153,16 @@ extension WebSocketSession {
 
 /// A `pgws.v1` publish, as the notifier reports it back: `published` after the commit, an
 /// `error` when PostgreSQL refused it or the queue could not take it.
-struct V1PublishHandle: MessageSender {
+final class V1PublishHandle: MessageSender {
     let handle: SessionHandle
     let channel: String
     let ref: JSONValue?
+
+    init(handle: SessionHandle, channel: String, ref: JSONValue?) {
+        self.handle = handle
+        self.channel = channel
+        self.ref = ref
+    }
 
     func messageCommitted(offset: UInt64?) {
         let (channel, ref) = (self.channel, self.ref)
