@@ -47,7 +47,7 @@ private final class FakeMember: ShardMember {
     let readChannels: [ChannelKey]
     let encoding = FrameEncoding.raw
     var replies: [String] = []
-    let logger = Logger(label: "fake") { _ in SwiftLogNoOpLogHandler() }
+    let logger = SocketLog(logger: Logger(label: "fake") { _ in SwiftLogNoOpLogHandler() }, socketID: 0)
     var writable = true
     /// Frames it takes before its queue is full again (nil: no limit).
     var budget: Int? = nil

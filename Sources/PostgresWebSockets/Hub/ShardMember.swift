@@ -7,7 +7,7 @@ protocol ShardMember: AnyObject {
     /// How it wants notifications framed.
     var encoding: FrameEncoding { get }
     /// Its logger (with its `socket_id`): the shard logs its falling behind and catching up.
-    var logger: Logger { get }
+    var logger: SocketLog { get }
     /// Writes a notification frame (without flushing) if the socket can take it now. False
     /// when it cannot (its queue in the server is at its watermark): the shard then keeps
     /// its position in the log and replays from there once it can.

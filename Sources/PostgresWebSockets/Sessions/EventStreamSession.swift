@@ -18,7 +18,7 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
 
     let id: Int
     let encoding = FrameEncoding.sse
-    let logger: Logger
+    var logger: SocketLog { SocketLog(logger: environment.logger, socketID: id) }
     private let grant: Grant
     private let claimsPrefix: [UInt8]
     private let expiresAt: Double?
@@ -47,9 +47,6 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
         self.environment = environment
         self.admission = admission
         self.shard = shard
-        var logger = environment.logger
-        logger[.socketID] = "\(id)"
-        self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -57,7 +54,8 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
         shard.add(self)
         channels = admission.takeChannels()
         for key in channels {
-            shard.subscribe(self, to: key, since: lastEventID?[...], preface: { recovered in recovered ? nil : Self.gap })
+            shard.subscribe(
+                self, to: key, since: lastEventID?[...], preface: { recovered in recovered ? nil : Self.gap })
         }
         flushIfNeeded()
         environment.sendMetaEvent(.connectionOpen, grant: grant, claimsPrefix: claimsPrefix, lane: id, logger: logger)

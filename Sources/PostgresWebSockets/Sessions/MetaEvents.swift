@@ -5,7 +5,7 @@ extension SessionEnvironment {
     /// WebSocket or an event stream): `channel` is the meta channel, `payload` the socket's
     /// channels joined by commas, `claims` the token's.
     func sendMetaEvent(
-        _ event: Envelope.Event, grant: Grant, claimsPrefix: [UInt8], lane: Int, logger: Logger
+        _ event: Envelope.Event, grant: Grant, claimsPrefix: [UInt8], lane: Int, logger: SocketLog
     ) {
         guard let meta = channels.metaChannel else { return }
         let envelope = Envelope.encode(

@@ -137,7 +137,6 @@ extension WebSocketSession {
             return reply(V1Protocol.error(.init(.forbidden, error.reason), ref: ref))
         }
         grant = Grant(mode: newGrant.mode, channels: grant.channels, claimedChannels: newGrant.claimedChannels)
-        claims = verified.claims
         claimsPrefix = Envelope.claimsPrefix(verified.claims)
         machine.tokenRefreshed(expiresAt: verified.expiresAt)
         for key in Array(channels.keys) where !(grant.mode.contains(.read) && grant.allows(key.name)) {

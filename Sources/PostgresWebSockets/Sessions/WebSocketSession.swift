@@ -3,7 +3,9 @@ import NIOCore
 import NIOWebSocket
 
 /// What every session needs from the server, built once.
-struct SessionEnvironment: Sendable {
+/// What every session of a server shares: one instance, referenced by each (stored in every
+/// session as a struct, it cost each idle socket a copy of the settings).
+final class SessionEnvironment: Sendable {
     let publisher: any MessagePublisher
     let channels: ChannelSettings
     let limits: Limits
@@ -12,7 +14,20 @@ struct SessionEnvironment: Sendable {
     let keys: JWTKeyStore
     let offsets: OffsetSpace
     /// Which channels store their messages (durable), for publishing.
-    var durableChannels = DurableDirectory()
+    let durableChannels: DurableDirectory
+
+    init(
+        publisher: any MessagePublisher, channels: ChannelSettings, limits: Limits, logger: Logger,
+        keys: JWTKeyStore, offsets: OffsetSpace, durableChannels: DurableDirectory = DurableDirectory()
+    ) {
+        self.publisher = publisher
+        self.channels = channels
+        self.limits = limits
+        self.logger = logger
+        self.keys = keys
+        self.offsets = offsets
+        self.durableChannels = durableChannels
+    }
 }
 
 /// One open WebSocket, raw or `pgws.v1`, as a channel handler: carries out what its
@@ -25,11 +40,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     let id: Int
     let encoding: FrameEncoding
     let environment: SessionEnvironment
-    /// Carries `socket_id` on every line.
-    let logger: Logger
     /// What the token grants; a `pgws.v1` refresh replaces it.
     var grant: Grant
-    var claims: JSONValue
     var claimsPrefix: [UInt8]
     let shard: LoopShard
     /// The channels this socket holds on its shard (so PostgreSQL LISTENs on them), with what
@@ -57,15 +69,11 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     ) {
         self.id = id
         self.grant = grant
-        self.claims = token.claims
         self.claimsPrefix = Envelope.claimsPrefix(token.claims)
         self.encoding = encoding
         self.environment = environment
         self.admission = admission
         self.shard = shard
-        var logger = environment.logger
-        logger[.socketID] = "\(id)"
-        self.logger = logger
         let maxFrame = environment.limits.maxMessageSize + (encoding == .v1 ? V1Protocol.frameAllowance : 0)
         self.machine = WebSocketStateMachine(
             settings: .init(
@@ -176,6 +184,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     }
 
     // MARK: - ShardMember
+
+    var logger: SocketLog { SocketLog(logger: environment.logger, socketID: id) }
 
     func deliver(_ frame: ByteBuffer) -> Bool {
         guard machine.isOpen, let context else { return true }  // closing: it gets nothing more

@@ -70,7 +70,26 @@ extension Logger {
     }
 
     /// Logs with `LogKey` metadata: `logger.log(.info, "closing socket", [.closeCode: "1008"])`.
-    func log(_ level: Logger.Level, _ message: @autoclosure () -> Message, _ metadata: LogMetadata) {
-        log(level: level, message(), metadata: metadata.representation)
+    /// The metadata is built only for a line that is written.
+    func log(_ level: Logger.Level, _ message: @autoclosure () -> Message, _ metadata: @autoclosure () -> LogMetadata) {
+        guard logLevel <= level else { return }
+        log(level: level, message(), metadata: metadata().representation)
+    }
+}
+
+/// A socket's lines: the server's logger, with the socket's `socket_id` added to each line
+/// that is written. (A `Logger` per socket with the id as metadata cost every idle socket its
+/// own copy of the handler and a dictionary.)
+struct SocketLog {
+    let logger: Logger
+    let socketID: Int
+
+    func log(
+        _ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, _ metadata: @autoclosure () -> LogMetadata
+    ) {
+        guard logger.logLevel <= level else { return }
+        var metadata = metadata()
+        metadata[.socketID] = "\(socketID)"
+        logger.log(level: level, message(), metadata: metadata.representation)
     }
 }
