@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SOAK_MINUTES ?= 30
 
-.PHONY: run test test-tsan test-asan fuzz bench soak build release deps format clean
+.PHONY: run test test-tsan test-asan fuzz bench bench-uring soak build release deps format clean
 
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_SECONDS ?= 60
@@ -62,6 +62,10 @@ soak: deps
 	$(SWIFT) build -c release --product postgres-websockets
 	$(SWIFT) build -c release --product pgws-bench
 	.build/release/pgws-bench soak --minutes $(SOAK_MINUTES) --server .build/release/postgres-websockets
+
+# Issue 8's io_uring prototype: the paced fan-out floor with write(2) and with io_uring.
+bench-uring:
+	scripts/bench-uring
 
 # swift-format with the settings of .swift-format.
 format:

@@ -96,6 +96,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks",
+            // The io_uring prototype is C, built by scripts/bench-uring (liburing is no dependency).
+            exclude: ["uring"],
             swiftSettings: swiftSettings
         ),
         // libFuzzer's entry point, declared for the fuzz targets.
