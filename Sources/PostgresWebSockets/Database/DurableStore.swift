@@ -111,6 +111,14 @@ final class DurableStore: Service, DurableReading, Sendable {
             if connection == nil {
                 switch PGConnection.connect(conninfo, applicationName: "postgres-websockets durable") {
                 case .success(let conn):
+                    // A page is the next rows of one channel in offset order: the primary key's
+                    // order. Right after a burst of publishes, statistics are stale and the
+                    // planner chose a bitmap scan of every newer row plus a sort, for every
+                    // page (replay of 100,000 rows went quadratic). This connection runs only
+                    // these reads and pruning, so it never takes that path.
+                    if case .failure(let error) = conn.execute("SET enable_bitmapscan = off; SET enable_sort = off") {
+                        logger.log(.debug, "durable reader cannot set its plan settings", [.error: "\(error)"])
+                    }
                     connection = conn
                     backoff.reset()
                 case .failure(let error):
