@@ -2,9 +2,8 @@ import Logging
 import NIOCore
 import NIOWebSocket
 
-/// What every session needs from the server, built once.
-/// What every session of a server shares: one instance, referenced by each (stored in every
-/// session as a struct, it cost each idle socket a copy of the settings).
+/// What every session needs from the server, built once and shared: one instance referenced
+/// by each (stored in every session as a struct, it cost each idle socket a copy).
 final class SessionEnvironment: Sendable {
     let publisher: any MessagePublisher
     let channels: ChannelSettings

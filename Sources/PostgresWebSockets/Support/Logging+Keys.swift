@@ -87,9 +87,12 @@ struct SocketLog {
     func log(
         _ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, _ metadata: @autoclosure () -> LogMetadata
     ) {
-        guard logger.logLevel <= level else { return }
-        var metadata = metadata()
+        logger.log(level, message(), withSocketID(metadata()))
+    }
+
+    private func withSocketID(_ metadata: LogMetadata) -> LogMetadata {
+        var metadata = metadata
         metadata[.socketID] = "\(socketID)"
-        logger.log(level: level, message(), metadata: metadata.representation)
+        return metadata
     }
 }
