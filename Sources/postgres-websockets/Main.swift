@@ -35,10 +35,19 @@ struct PostgresWebSocketsCommand: AsyncParsableCommand {
             fail("configuration error: \(error.message)")
         }
         let level = configuration.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch configuration.logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { _ in
+                var handler = JSONLogHandler.standardError()
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "postgres-websockets")
         let bridge: Bridge

@@ -67,4 +67,30 @@ import Testing
         #expect(config.server.rootPath == "client-example")
         #expect(config.channels.auditChannel == "audit")
     }
+
+    /// log-format = json: every line the executable writes, from start to shutdown, is one
+    /// object with time, level and message, and its metadata as fields.
+    @Test func jsonLogFormatWritesOneObjectPerLine() async throws {
+        let token = TestTokens.mint(mode: "r")
+        let server = try await ServerProcess(environment: [
+            "PGWS_DB_URI": await TemporaryPostgres.sharedURI(), "PGWS_JWT_SECRET": TestTokens.secret,
+            "PGWS_LOG_FORMAT": "json", "PGWS_LOG_LEVEL": "debug",
+        ])
+        let socket = try await WebSocketClient.connect(port: server.port, path: "/\(uniqueChannel())/\(token)")
+        try await socket.close()
+        await server.stop()
+        #expect(server.process.terminationStatus == 0)
+        let lines = server.log.split(separator: "\n")
+        #expect(lines.count >= 3, "\(server.log)")
+        for line in lines {
+            let object = try JSONParser.parse(String(line))
+            #expect(object["time"]?.stringValue?.hasSuffix("Z") == true, "\(line)")
+            #expect(object["level"]?.stringValue != nil, "\(line)")
+            #expect(object["message"]?.stringValue != nil, "\(line)")
+        }
+        let listening = try JSONParser.parse(try #require(lines.first { $0.contains("postgres-websockets listening") }).description)
+        #expect(listening["port"] == .string("\(server.port)"))
+        #expect(lines.contains { (try? JSONParser.parse(String($0)))?["socket_id"] != nil }, "socket lines carry socket_id")
+        #expect(!server.log.contains(token))
+    }
 }

@@ -465,6 +465,16 @@ struct ConfigurationLoadTests {
                 == "PGWS_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical, got 'loud'")
     }
 
+    @Test("log-format is text unless json is asked for")
+    func logFormats() throws {
+        #expect(try load(environment: required).logFormat == .text)
+        #expect(try load(environment: required.merging(["PGWS_LOG_FORMAT": "JSON"]) { $1 }).logFormat == .json)
+        #expect(try load("db-uri = \"x\"\njwt-secret = \"y\"\nlog-format = \"text\"").logFormat == .text)
+        #expect(
+            loadError(environment: required.merging(["PGWS_LOG_FORMAT": "logfmt"]) { $1 })
+                == "PGWS_LOG_FORMAT must be text or json, got 'logfmt'")
+    }
+
     @Test("allowed-origins that lists nothing allows every origin")
     func emptyOrigins() throws {
         #expect(try load(" allowed-origins = \" , \"\ndb-uri = \"x\"\njwt-secret = \"y\"").server.allowedOrigins == nil)

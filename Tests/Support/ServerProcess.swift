@@ -59,7 +59,10 @@ public final class ServerProcess: @unchecked Sendable {
         Self.killWhenOrphaned(child: process.processIdentifier)
         if waitForListening {
             let line = try await waitForLine(containing: "postgres-websockets listening", timeout: 30)
-            guard let range = line.range(of: "port=") else { throw WaitTimeout(what: "port in log line: \(line)") }
+            // `port=N` in text lines, `"port":"N"` in JSON ones.
+            guard let range = line.range(of: "port=") ?? line.range(of: "\"port\":\"") else {
+                throw WaitTimeout(what: "port in log line: \(line)")
+            }
             port = Int(line[range.upperBound...].prefix(while: \.isNumber)) ?? 0
         }
     }

@@ -107,6 +107,12 @@ private struct Settings {
             }
             config.logLevel = parsed
         }
+        if let format = values[.logFormat]?.value {
+            guard let parsed = LogFormat(rawValue: format.lowercased()) else {
+                throw invalid(.logFormat, "must be text or json")
+            }
+            config.logFormat = parsed
+        }
         return config
     }
 

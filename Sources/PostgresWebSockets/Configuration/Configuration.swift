@@ -23,6 +23,7 @@ public struct Configuration: Sendable {
     public var limits = Limits()
     public var durable = DurableSettings()
     public var logLevel: Logger.Level = .info
+    public var logFormat = LogFormat.text
     /// What loading noticed but did not refuse (settings accepted for compatibility), logged
     /// at start.
     public var notices: [String] = []
@@ -31,6 +32,14 @@ public struct Configuration: Sendable {
         self.databaseURI = databaseURI
         self.jwtSecret = jwtSecret
     }
+}
+
+/// How log lines are written to standard error.
+public enum LogFormat: String, Sendable {
+    /// `2026-11-30T13:45:07+0000 info postgres-websockets: socket_id=7 [...] message`.
+    case text
+    /// One object per line (`JSONLogHandler`).
+    case json
 }
 
 /// Where signing keys are fetched from (a JWK Set, RFC 7517 5) and how often.

@@ -31,6 +31,7 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case certificateFile = "certificate-file"
     case keyFile = "key-file"
     case logLevel = "log-level"
+    case logFormat = "log-format"
     case durable
 
     public var environmentVariable: String {
@@ -65,6 +66,7 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .certificateFile: "PGWS_CERTIFICATE_FILE"
         case .keyFile: "PGWS_KEY_FILE"
         case .logLevel: "PGWS_LOG_LEVEL"
+        case .logFormat: "PGWS_LOG_FORMAT"
         case .durable: "PGWS_DURABLE"
         }
     }
