@@ -53,8 +53,13 @@ private final class FakeMember: ShardMember {
     var budget: Int? = nil
     var received: [String] = []
     var cut = false
+    var claimsPrefix: [UInt8]
+    var revokedWith: CloseReason? = nil
 
-    init(_ channels: [String]) { readChannels = channels.map(ChannelKey.init) }
+    init(_ channels: [String], claims: String = "{}") {
+        readChannels = channels.map(ChannelKey.init)
+        claimsPrefix = Envelope.claimsPrefix(try! JSONParser.parse(claims))
+    }
 
     func deliver(_ frame: ByteBuffer) -> Bool {
         guard !cut else { return true }
@@ -68,6 +73,7 @@ private final class FakeMember: ShardMember {
     func cutOff() { cut = true }
     func tick(now: NIODeadline, wallClock: Double) {}
     func resumeIfPaused() {}
+    func revoke(_ reason: CloseReason) { revokedWith = reason }
     func shutDown() {}
     func abort() {}
 }
@@ -172,6 +178,21 @@ struct LoopShardDeliveryTests {
         harness.shard.canWrite(member)
         #expect(member.received.isEmpty)
         #expect(reader.received == ["1", "2", "3", "4", "5"])
+    }
+
+    @Test("disconnect closes the members whose claims contain the filter, and only those")
+    func disconnectMatching() {
+        let harness = ShardHarness()
+        let alice = FakeMember(["a"], claims: #"{"mode":"r","sub":"alice","roles":["admin","dev"]}"#)
+        let bob = FakeMember(["a"], claims: #"{"mode":"r","sub":"bob","roles":["dev"]}"#)
+        let anonymous = FakeMember(["a"], claims: #"{"mode":"r"}"#)
+        for member in [alice, bob, anonymous] { harness.open(member) }
+        harness.shard.disconnect(matching: try! JSONParser.parse(#"{"roles":["admin"]}"#), reason: .revoked("bye"))
+        #expect(alice.revokedWith == .revoked("bye"))
+        #expect(bob.revokedWith == nil && anonymous.revokedWith == nil)
+        harness.shard.disconnect(matching: try! JSONParser.parse(#"{"sub":"bob"}"#), reason: .revoked("you too"))
+        #expect(bob.revokedWith?.code == 3003 && bob.revokedWith?.text == "you too")
+        #expect(anonymous.revokedWith == nil)
     }
 }
 

@@ -26,6 +26,14 @@ public enum Envelope {
         return writer.bytes
     }
 
+    /// The claims object back from its prefix (without `message_delivered_at`).
+    static func claims(fromPrefix prefix: [UInt8]) -> [UInt8] {
+        var object = prefix
+        if object.last == UInt8(ascii: ",") { object.removeLast() }
+        object.append(UInt8(ascii: "}"))
+        return object
+    }
+
     /// Builds one envelope. `payload` must be valid UTF-8.
     public static func encode(
         event: Event,

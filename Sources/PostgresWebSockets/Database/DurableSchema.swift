@@ -3,8 +3,8 @@
 /// install or upgrade it at start and a team that applies migrations itself can print it
 /// (`postgres-websockets --print-schema`) and let the server only check the version.
 public enum DurableSchema {
-    /// Bumped whenever the script changes what it creates.
-    public static let version = 1
+    /// Bumped whenever the script changes what it creates (2: revocations).
+    public static let version = 2
 
     /// Whether the server installs the schema, only checks it, or leaves PostgreSQL alone.
     public enum Mode: String, Sendable {
@@ -15,6 +15,8 @@ public enum DurableSchema {
 
     /// Where `pgws.make_durable` and `pgws.make_ephemeral` announce changes.
     static let controlChannel = "pgws:control"
+    /// Where `pgws.disconnect` and `pgws.revoke` reach every server (`RevocationSignal`).
+    static let revokeChannel = "pgws:revoke"
     /// The internal channel a durable channel's messages are signalled on (see `signal_channel`).
     static let signalPrefix = "pgws:"
     /// A larger payload is not carried in the signal: servers read it from the table.
@@ -27,7 +29,7 @@ public enum DurableSchema {
 
     /// The whole script, as `--print-schema` prints it.
     public static let script = """
-        -- postgres-websockets: durable channels (schema version \(version)).
+        -- postgres-websockets: durable channels and revocation (schema version \(version)).
         -- Safe to run again: every statement creates what is missing or replaces a function.
         CREATE SCHEMA IF NOT EXISTS pgws;
 
@@ -172,6 +174,49 @@ public enum DurableSchema {
                 END LOOP;
             END LOOP;
             RETURN deleted;
+        END
+        $$;
+
+        -- Revocations in force: every server refuses handshakes whose claims contain `filter`
+        -- until `until`. Servers read them when they connect; pgws.revoke announces new ones.
+        CREATE TABLE IF NOT EXISTS pgws.revocations (
+            id bigserial PRIMARY KEY,
+            filter jsonb NOT NULL CHECK (jsonb_typeof(filter) = 'object'),
+            until timestamptz NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- Closes, on every server, the open sockets whose claims contain `filter` (close code
+        -- 3003, `reason` as the close reason), when the calling transaction commits.
+        CREATE OR REPLACE FUNCTION pgws.disconnect(filter jsonb, reason text DEFAULT 'disconnected') RETURNS void
+        LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            IF disconnect.filter IS NULL OR jsonb_typeof(disconnect.filter) <> 'object' THEN
+                RAISE EXCEPTION 'pgws.disconnect: the filter must be a JSON object' USING ERRCODE = '22023';
+            END IF;
+            PERFORM pg_notify('\(revokeChannel)', jsonb_build_object(
+                'filter', disconnect.filter, 'reason', coalesce(disconnect.reason, ''))::text);
+        END
+        $$;
+
+        -- pgws.disconnect, and handshakes whose claims contain `filter` are refused (401, `token
+        -- revoked`) until `until`. Revocations that ended are deleted here.
+        CREATE OR REPLACE FUNCTION pgws.revoke(filter jsonb, until timestamptz) RETURNS void
+        LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            IF revoke.filter IS NULL OR jsonb_typeof(revoke.filter) <> 'object' THEN
+                RAISE EXCEPTION 'pgws.revoke: the filter must be a JSON object' USING ERRCODE = '22023';
+            END IF;
+            IF revoke.until IS NULL THEN
+                RAISE EXCEPTION 'pgws.revoke: until is required' USING ERRCODE = '22023';
+            END IF;
+            DELETE FROM pgws.revocations AS r WHERE r.until <= now();
+            INSERT INTO pgws.revocations (filter, until) VALUES (revoke.filter, revoke.until);
+            PERFORM pg_notify('\(revokeChannel)', jsonb_build_object(
+                'filter', revoke.filter, 'reason', 'token revoked',
+                'until', extract(epoch FROM revoke.until))::text);
         END
         $$;
 

@@ -20,15 +20,19 @@ final class Listener<Sink: NotificationSink>: Service, NotificationProducer, Sen
     let durableMode: DurableSchema.Mode
     /// Where it publishes which channels are durable.
     let directory: DurableDirectory
+    /// The revocations in force, loaded on every connection and kept current by `pgws:revoke`.
+    let revocations: Revocations
     let logger: Logger
     /// False while the sink is full: the thread leaves PostgreSQL's socket unread.
     private let demand = Atomic<Bool>(true)
 
     init(
         conninfo: String, settings: ListenerSettings, durableMode: DurableSchema.Mode = .off,
-        directory: DurableDirectory = DurableDirectory(), registry: ListenRegistry, sink: Sink, logger: Logger
+        directory: DurableDirectory = DurableDirectory(), revocations: Revocations = Revocations(),
+        registry: ListenRegistry, sink: Sink, logger: Logger
     ) {
         self.conninfo = conninfo
+        self.revocations = revocations
         self.durableMode = durableMode
         self.directory = directory
         self.settings = settings

@@ -72,6 +72,13 @@ struct ListenerLoop<Sink: NotificationSink> {
                     return
                 }
             }
+            switch RevocationSignal.prepare(conn) {
+            case .success(let revocations):
+                listener.revocations.replaceAll(with: revocations, now: WallClock.seconds())
+            case .failure(let error):
+                fail("reading the revocations: \(error)")
+                return
+            }
             guard conn.setNonBlocking() else {
                 fail("cannot set the connection non-blocking: \(conn.errorMessage)")
                 return
@@ -289,7 +296,9 @@ struct ListenerLoop<Sink: NotificationSink> {
         conn.drainNotifications { channel, payload in
             let channelBytes = UnsafeRawBufferPointer(start: channel, count: strlen(channel))
             let payloadBytes = UnsafeRawBufferPointer(start: payload, count: strlen(payload))
-            if durable, DurableStreams.isInternal(channelBytes) {
+            if channelBytes.elementsEqual(RevocationSignal.channelBytes) {
+                revocationSignal(Array(payloadBytes))
+            } else if durable, DurableStreams.isInternal(channelBytes) {
                 durableSignal(channelBytes, payloadBytes, into: &batch)
             } else {
                 batch.append(channel: channelBytes, payload: payloadBytes)
@@ -300,5 +309,22 @@ struct ListenerLoop<Sink: NotificationSink> {
             }
         }
         if batch.count > 0 { listener.deliver(batch) }
+    }
+
+    /// `pgws.disconnect` or `pgws.revoke`, from any server's database session.
+    private func revocationSignal(_ payload: [UInt8]) {
+        guard let signal = RevocationSignal(payload: payload) else {
+            logger.log(.warning, "ignoring a malformed revocation signal", [.bytesReceived: "\(payload.count)"])
+            return
+        }
+        let reason = CloseReason.revoked(signal.reason)
+        if let until = signal.until {
+            logger.log(.notice, "revocation received", [.filter: "\(signal.filter.serialized)", .until: "\(until)"])
+            listener.revocations.revoke(
+                Revocations.Revocation(filter: signal.filter, until: until), reason: reason, now: WallClock.seconds())
+        } else {
+            logger.log(.notice, "disconnect received", [.filter: "\(signal.filter.serialized)"])
+            listener.revocations.disconnect(matching: signal.filter, reason: reason)
+        }
     }
 }

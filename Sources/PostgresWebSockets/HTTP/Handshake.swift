@@ -9,6 +9,8 @@ struct Handshake {
     let keys: JWTKeyStore
     /// Lowercased; nil allows every origin.
     let allowedOrigins: Set<String>?
+    /// Tokens whose claims match are refused (`pgws.revoke`).
+    let revocations: Revocations
 
     /// The subprotocol a client offers to say it speaks postgres-websockets' own protocol.
     static let rawProtocol = "postgres-websockets"
@@ -16,14 +18,15 @@ struct Handshake {
     /// not headers). Never echoed, never logged.
     static let bearerPrefix = "bearer."
 
-    init(keys: JWTKeyStore, allowedOrigins: Set<String>?) {
+    init(keys: JWTKeyStore, allowedOrigins: Set<String>?, revocations: Revocations = Revocations()) {
         self.keys = keys
         self.allowedOrigins = allowedOrigins
+        self.revocations = revocations
     }
 
     /// A handshake whose keys never change.
-    init(verifier: JWTVerifier, allowedOrigins: Set<String>?) {
-        self.init(keys: JWTKeyStore(fixed: verifier), allowedOrigins: allowedOrigins)
+    init(verifier: JWTVerifier, allowedOrigins: Set<String>?, revocations: Revocations = Revocations()) {
+        self.init(keys: JWTKeyStore(fixed: verifier), allowedOrigins: allowedOrigins, revocations: revocations)
     }
 
     struct Authorized {
@@ -169,6 +172,9 @@ struct Handshake {
                 return .failure(Refusal(.keysUnavailable, "signing keys not loaded yet"))
             }
             return .failure(Refusal(.unauthorized, error.reason))
+        }
+        if revocations.isRevoked(verified.claims, now: now) {
+            return .failure(Refusal(.revoked, "token revoked"))
         }
         let grant: Grant
         do {

@@ -27,6 +27,8 @@ struct Refusal: Error, Equatable, CustomStringConvertible {
         /// The token needs a key that is not loaded yet: the JWKS URL has not answered since
         /// the server started.
         static let keysUnavailable = Code("keys_unavailable")
+        /// `pgws.revoke` revoked tokens with these claims, until a time not yet reached.
+        static let revoked = Code("revoked")
     }
 
     let code: Code
@@ -42,7 +44,7 @@ struct Refusal: Error, Equatable, CustomStringConvertible {
 
     var status: HTTPResponseStatus {
         switch code {
-        case .unauthorized: .unauthorized
+        case .unauthorized, .revoked: .unauthorized
         case .forbidden: .forbidden
         case .notFound: .notFound
         case .methodNotAllowed: .methodNotAllowed

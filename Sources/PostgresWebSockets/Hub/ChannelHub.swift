@@ -8,7 +8,7 @@ import Synchronization
 /// Frames handed to the loops and not yet written are bounded (`backlogMarks`): past the
 /// high mark the listener stops reading from PostgreSQL, whose notification queue is built
 /// to absorb bursts, and it reads again once the loops are down to the low mark.
-final class ChannelHub: NotificationSink, PausedWriters, Sendable {
+final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Sendable {
     static let backlogMarks = Watermark(low: 2 << 20, high: 4 << 20)
 
     private let shards: [NIOLoopBoundBox<LoopShard>]
@@ -85,6 +85,14 @@ final class ChannelHub: NotificationSink, PausedWriters, Sendable {
                     try? await shard.eventLoop.submit { body(shard.value) }.get()
                 }
             }
+        }
+    }
+
+    // MARK: - SocketRevoker
+
+    func disconnect(matching filter: JSONValue, reason: CloseReason) {
+        for shard in shards {
+            shard.eventLoop.execute { shard.value.disconnect(matching: filter, reason: reason) }
         }
     }
 }

@@ -447,6 +447,16 @@ final class LoopShard {
         }
     }
 
+    /// Closes the members whose claims contain `filter` (`pgws.disconnect`, `pgws.revoke`).
+    func disconnect(matching filter: JSONValue, reason: CloseReason) {
+        for record in Array(members.values) {
+            guard let claims = try? JSONParser.parse(Envelope.claims(fromPrefix: record.member.claimsPrefix)),
+                claims.contains(filter)
+            else { continue }
+            record.member.revoke(reason)
+        }
+    }
+
     func shutDownAll() {
         for record in Array(members.values) {
             record.member.shutDown()

@@ -8,6 +8,9 @@ protocol ShardMember: AnyObject {
     var encoding: FrameEncoding { get }
     /// Its logger (with its `socket_id`): the shard logs its falling behind and catching up.
     var logger: SocketLog { get }
+    /// Its token's claims as envelopes carry them (`Envelope.claimsPrefix`), which revocation
+    /// filters are matched against.
+    var claimsPrefix: [UInt8] { get }
     /// Writes a notification frame (without flushing) if the socket can take it now. False
     /// when it cannot (its queue in the server is at its watermark): the shard then keeps
     /// its position in the log and replays from there once it can.
@@ -24,6 +27,8 @@ protocol ShardMember: AnyObject {
     /// The queue to PostgreSQL drained, or the database went down: a writer paused for
     /// congestion may read again.
     func resumeIfPaused()
+    /// `pgws.disconnect` or `pgws.revoke` matched its claims: close with 3003.
+    func revoke(_ reason: CloseReason)
     /// Graceful shutdown: close with 1001.
     func shutDown()
     /// The shutdown's grace period is over: drop the connection.

@@ -70,17 +70,20 @@ public final class Bridge: Service, Sendable {
             group: group, registry: registry,
             window: (configuration.limits.maxLag, configuration.limits.maxLagDuration),
             routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel), store: store)
+        let revocations = Revocations(revoker: hub)
         // The listen channel is LISTENed for the server's whole life, sockets or not.
         registry.acquire([ChannelKey(configuration.channels.listenChannel)], awaiting: [], ready: {})
         let listener = Listener(
             conninfo: configuration.databaseURI, settings: configuration.listener,
-            durableMode: configuration.durable.mode, directory: directory, registry: registry, sink: hub,
+            durableMode: configuration.durable.mode, directory: directory, revocations: revocations,
+            registry: registry, sink: hub,
             logger: logger)
         let notifier = Notifier(
             conninfo: configuration.databaseURI, settings: configuration.notifier,
             durable: configuration.durable.isEnabled, status: status, pausedWriters: hub, logger: logger)
         server = ServerContext(
-            configuration: configuration, keys: keys, hub: hub, registry: registry, notifier: notifier,
+            configuration: configuration, keys: keys, revocations: revocations, hub: hub, registry: registry,
+            notifier: notifier,
             durableChannels: directory,
             staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)

@@ -19,14 +19,16 @@ final class ServerContext: Sendable {
     private let nextSessionID = Atomic<Int>(0)
 
     init(
-        configuration: Configuration, keys: JWTKeyStore, hub: ChannelHub, registry: ListenRegistry,
+        configuration: Configuration, keys: JWTKeyStore, revocations: Revocations = Revocations(), hub: ChannelHub,
+        registry: ListenRegistry,
         notifier: Notifier, durableChannels: DurableDirectory, staticFiles: StaticFiles?, tls: TLSContextStore?,
         logger: Logger
     ) {
         self.configuration = configuration
         self.handshake = Handshake(
             keys: keys,
-            allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) })
+            allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) },
+            revocations: revocations)
         self.hub = hub
         self.registry = registry
         self.status = registry.status
@@ -37,7 +39,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.sessionEnvironment = SessionEnvironment(
             publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger,
-            keys: keys, offsets: hub.offsets, durableChannels: durableChannels)
+            keys: keys, offsets: hub.offsets, durableChannels: durableChannels, revocations: revocations)
     }
 
     func makeSession(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> WebSocketSession {

@@ -29,6 +29,13 @@ struct CloseReason: Sendable, Equatable, CustomStringConvertible {
         1009, "message too large: its envelope exceeds PostgreSQL's \(Envelope.maxPayloadBytes)-byte NOTIFY limit")
     static let databaseUnavailable = CloseReason(1013, "database unavailable")
     static let jwtExpired = CloseReason(3001, "JWT expired")
+    /// `pgws.disconnect` or `pgws.revoke` matched the socket's claims. A close frame holds 123
+    /// bytes of reason: a longer one is cut at a character boundary.
+    static func revoked(_ reason: String) -> CloseReason {
+        var text = Substring(reason)
+        while text.utf8.count > 123 { text.removeLast() }
+        return CloseReason(3003, String(text))
+    }
     /// The answer to a peer's close frame: its own code echoed (or 1000), no text.
     static func echo(_ code: UInt16) -> CloseReason { CloseReason(code, "") }
 

@@ -20,7 +20,7 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
     let encoding = FrameEncoding.sse
     var logger: SocketLog { SocketLog(logger: environment.logger, socketID: id) }
     private let grant: Grant
-    private let claimsPrefix: [UInt8]
+    let claimsPrefix: [UInt8]
     private let expiresAt: Double?
     private let lastEventID: String?
     private let environment: SessionEnvironment
@@ -140,6 +140,15 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
     }
 
     func resumeIfPaused() {}
+
+    /// Ends the stream after an `event: revoked` whose data is the reason, so that the
+    /// client knows not to reconnect with the same token.
+    func revoke(_ reason: CloseReason) {
+        logger.log(.info, "ending revoked event stream", [.closeCode: "\(reason.code)", .closeReason: "\(reason.text)"])
+        let data = reason.text.map { $0 == "\n" || $0 == "\r" ? " " : String($0) }.joined()
+        deliverReply(ByteBuffer(string: "event: revoked\ndata: \(data)\n\n"))
+        end()
+    }
 
     func shutDown() {
         end()

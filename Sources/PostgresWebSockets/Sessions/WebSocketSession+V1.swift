@@ -124,11 +124,15 @@ extension WebSocketSession {
 
     private func refresh(_ token: String, ref: JSONValue?) {
         let verified: VerifiedToken
+        let now = WallClock.seconds()
         do {
-            verified = try environment.keys.current.verifier.verify(Substring(token), now: WallClock.seconds())
+            verified = try environment.keys.current.verifier.verify(Substring(token), now: now)
         } catch {
             if error.keyMiss == .unknownKid { environment.keys.unknownKeySeen() }
             return reply(V1Protocol.error(.init(.unauthorized, error.reason), ref: ref))
+        }
+        if environment.revocations.isRevoked(verified.claims, now: now) {
+            return reply(V1Protocol.error(.init(.unauthorized, "token revoked"), ref: ref))
         }
         let newGrant: Grant
         do {

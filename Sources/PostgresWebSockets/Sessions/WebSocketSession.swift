@@ -14,11 +14,15 @@ final class SessionEnvironment: Sendable {
     let offsets: OffsetSpace
     /// Which channels store their messages (durable), for publishing.
     let durableChannels: DurableDirectory
+    /// A refreshed token is refused like a handshake's when its claims are revoked.
+    let revocations: Revocations
 
     init(
         publisher: any MessagePublisher, channels: ChannelSettings, limits: Limits, logger: Logger,
-        keys: JWTKeyStore, offsets: OffsetSpace, durableChannels: DurableDirectory = DurableDirectory()
+        keys: JWTKeyStore, offsets: OffsetSpace, durableChannels: DurableDirectory = DurableDirectory(),
+        revocations: Revocations = Revocations()
     ) {
+        self.revocations = revocations
         self.publisher = publisher
         self.channels = channels
         self.limits = limits
@@ -217,6 +221,10 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
 
     func resumeIfPaused() {
         perform(flow.relieved(databaseUp: environment.publisher.isDatabaseUp, submit: submit))
+    }
+
+    func revoke(_ reason: CloseReason) {
+        close(reason)
     }
 
     func shutDown() {

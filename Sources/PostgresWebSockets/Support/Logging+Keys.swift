@@ -47,6 +47,10 @@ public enum LogKey: String, Sendable, CaseIterable {
     case failures
     /// Seconds until the next fetch.
     case nextFetchSeconds = "next_fetch_seconds"
+    /// A revocation's claims filter (JSON), as `pgws.disconnect` or `pgws.revoke` gave it.
+    case filter
+    /// When a revocation ends (Unix seconds).
+    case until
 }
 
 /// Metadata written with `LogKey`s: `[.closeCode: "1008", .closeReason: "client too slow"]`.
