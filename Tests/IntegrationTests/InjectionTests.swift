@@ -60,10 +60,15 @@ import Testing
 
     static let notifyBatch = "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS m(c, p)"
 
+    /// What the listener asks on every connection: whether there are revocations to read.
+    static let revocationTable = "SELECT to_regclass('pgws.revocations') IS NOT NULL"
+
     /// A statement the bridge may send: `(UN)LISTEN "ident";...`, the NOTIFY batch, the
-    /// liveness probe (empty) or the introspection query.
+    /// liveness probe (empty), the introspection query or the revocation table's check.
     static func isAllowed(_ statement: String) -> Bool {
-        if statement.isEmpty || statement == notifyBatch || statement == "SELECT pg_listening_channels()" {
+        if statement.isEmpty || statement == notifyBatch || statement == "SELECT pg_listening_channels()"
+            || statement == revocationTable
+        {
             return true
         }
         var rest = Substring(statement)

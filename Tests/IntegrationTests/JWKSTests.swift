@@ -103,13 +103,15 @@ import Testing
                 $0.jwks = JWKSSettings(url: jwks.url)  // the real 30 s bound
             }) { server in
                 try await waitForLoad(server, jwks, keys: 1)
+                // One, unless a loaded machine made the first attempt fail and a retry load the keys.
+                let loadedAfter = jwks.requests
                 for _ in 0..<20 {
                     let refused = try await answer(server, Keys.tokenUnknownKid)
                     #expect(refused.status == 401)
                     #expect(refused.body.contains("unknown key"))
                 }
                 try await Task.sleep(for: .milliseconds(500))
-                #expect(jwks.requests == 1, "no fetch sooner than 30 s after the last one started")
+                #expect(jwks.requests == loadedAfter, "no fetch sooner than 30 s after the last one started")
             }
         }
     }

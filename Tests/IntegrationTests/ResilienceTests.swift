@@ -164,7 +164,10 @@ import Testing
         try await TestServer.with(
             databaseURI: cluster.uri,
             {
-                $0.limits.handshakeTimeout = .fromSeconds(0.25)
+                // The 408 falls between the handshake timeout and the listener giving its frozen
+                // session up: a window of two seconds, which a loaded machine does not miss.
+                $0.limits.handshakeTimeout = .fromSeconds(1)
+                $0.listener.probeTimeout = .seconds(3)
                 $0.limits.maxLagDuration = .milliseconds(200)  // the channel is let go soon after
             }
         ) {
@@ -174,8 +177,8 @@ import Testing
             var frozen: [Int32] = []
             defer { frozen.forEach { kill($0, SIGCONT) } }
             // The 408 must fall after the request was read and before the listener gives its
-            // frozen session up (0.75 s without an answer). A loaded machine can miss that
-            // window either way; then the attempt held nothing, and the next one tries again.
+            // frozen session up (3 s without an answer). A loaded machine can still miss that
+            // window; then the attempt held nothing, and the next one tries again.
             var refusedWhileListening = false
             for _ in 0..<5 where !refusedWhileListening {
                 try await waitUntil(timeout: 20, "one live listener session") {
@@ -204,7 +207,7 @@ import Testing
                 (try? await server.socketChannelsListened()) == []
             }
             try await waitUntil(timeout: 10, "its connection slot to be given back") {
-                // With a 0.25 s handshake timeout a loaded machine may get a 408 for /health itself.
+                // A loaded machine may get a 408 for /health itself.
                 let health = try await HTTPGet.fetch(port: server.port, path: "/health")
                 return (try? JSONParser.parse(health.body))?["connections"] == .number("0")
             }

@@ -82,6 +82,9 @@ public final class ServerProcess: @unchecked Sendable {
             return result
         } catch {
             await server.stop()
+            // What the server said is the first thing to read when a test of it failed.
+            let tail = server.log.split(separator: "\n").suffix(40).joined(separator: "\n")
+            FileHandle.standardError.write(Data("server \(server.pid) log, last lines:\n\(tail)\n".utf8))
             throw error
         }
     }

@@ -78,12 +78,15 @@ public final class TestServer: Sendable {
         try await waitUntil(timeout: timeout, "database up", every: 0.01) { bridge.isDatabaseUp }
     }
 
-    /// The channels the listener LISTENs on for sockets: all but the listen channel, which
-    /// is LISTENed for the server's life.
+    /// The channels the listener LISTENs on for sockets: all but the listen channel and
+    /// `pgws:revoke`, which are LISTENed for the server's life.
     public func socketChannelsListened() async throws -> [String] {
-        let listen = bridge.configuration.channels.listenChannel
-        return try await bridge.listeningChannels().filter { $0 != listen }
+        let always = [bridge.configuration.channels.listenChannel, TestServer.revokeChannel]
+        return try await bridge.listeningChannels().filter { !always.contains($0) }
     }
+
+    /// Where `pgws.disconnect` and `pgws.revoke` signal every server.
+    public static let revokeChannel = "pgws:revoke"
 
     public func shutdown() async {
         await bridge.shutdown()

@@ -150,11 +150,18 @@ struct ListenerLoop<Sink: NotificationSink> {
         if onTheWire != nil {
             let waited = monotonicSeconds() - max(sentAt, lastInput)
             let limit = answerDeadline.timeout
-            if waited >= limit {
-                lose("no answer from PostgreSQL for \(formatSeconds(waited)) s")
-                return
+            if waited < limit {
+                timeout = limit - waited
+            } else {
+                // A thread that was not scheduled for a while may find the answer waiting in
+                // the socket: look before counting the connection as lost.
+                let readiness = pollReadiness(socket: conn.socket, forWriting: false, timeout: 0)
+                guard readiness.socketReadable || readiness.socketError else {
+                    lose("no answer from PostgreSQL for \(formatSeconds(waited)) s")
+                    return
+                }
+                timeout = 0
             }
-            timeout = limit - waited
         }
         let flushPending = conn.flush() == 1
         let readiness = registry.wake.wait(socket: conn.socket, forWriting: flushPending, timeout: timeout)

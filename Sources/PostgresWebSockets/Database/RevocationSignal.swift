@@ -37,7 +37,7 @@ struct RevocationSignal: Equatable {
         guard let quoted = conn.quoteIdentifier(DurableSchema.revokeChannel) else {
             return .failure(.connection(conn.errorMessage))
         }
-        return conn.execute("LISTEN \(quoted)")
+        return conn.execute("LISTEN \(quoted);")
             .flatMap { _ in conn.execute("SELECT to_regclass('pgws.revocations') IS NOT NULL") }
             .flatMap { rows -> Result<[[String?]], DatabaseError> in
                 guard rows.first?.first == "t" else { return .success([]) }
