@@ -109,7 +109,7 @@ private final class ShardHarness {
         }
         let completion = BatchCompletion(
             shards: 1, bytes: 0, backlog: WatermarkedLevel(Watermark(low: 0, high: 1 << 30)), producer: NoProducer())
-        _ = inbox.append(ShardInbox.Entry(batch: batch, completion: completion))
+        _ = inbox.append(ShardInbox.Entry(batch: batch, completion: completion, receivedAt: .now()))
         shard.drain(inbox)
     }
 }

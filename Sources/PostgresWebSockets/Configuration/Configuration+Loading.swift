@@ -107,6 +107,11 @@ private struct Settings {
             }
             config.logLevel = parsed
         }
+        if let n = try int(.metricsPort, in: 1...65535) { config.metrics.port = n }
+        if let host = values[.metricsHost]?.value {
+            guard !host.isEmpty else { throw invalid(.metricsHost, "must not be empty") }
+            config.metrics.host = host
+        }
         if let format = values[.logFormat]?.value {
             guard let parsed = LogFormat(rawValue: format.lowercased()) else {
                 throw invalid(.logFormat, "must be text or json")

@@ -24,6 +24,8 @@ public struct Configuration: Sendable {
     public var durable = DurableSettings()
     public var logLevel: Logger.Level = .info
     public var logFormat = LogFormat.text
+    /// The operators' listener (`/metrics`, `/channels`); off unless a port is set.
+    public var metrics = MetricsSettings()
     /// What loading noticed but did not refuse (settings accepted for compatibility), logged
     /// at start.
     public var notices: [String] = []
@@ -32,6 +34,14 @@ public struct Configuration: Sendable {
         self.databaseURI = databaseURI
         self.jwtSecret = jwtSecret
     }
+}
+
+/// Where `/metrics` and the admin endpoints are served, apart from the public port.
+public struct MetricsSettings: Sendable {
+    /// Loopback unless set: these endpoints are for the operators' network only.
+    public var host = "127.0.0.1"
+    /// nil: off. 0 asks the kernel for a free port (tests).
+    public var port: Int? = nil
 }
 
 /// How log lines are written to standard error.

@@ -32,6 +32,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case keyFile = "key-file"
     case logLevel = "log-level"
     case logFormat = "log-format"
+    case metricsPort = "metrics-port"
+    case metricsHost = "metrics-host"
     case durable
 
     public var environmentVariable: String {
@@ -67,6 +69,8 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .keyFile: "PGWS_KEY_FILE"
         case .logLevel: "PGWS_LOG_LEVEL"
         case .logFormat: "PGWS_LOG_FORMAT"
+        case .metricsPort: "PGWS_METRICS_PORT"
+        case .metricsHost: "PGWS_METRICS_HOST"
         case .durable: "PGWS_DURABLE"
         }
     }

@@ -18,6 +18,8 @@ final class DatabaseStatus: Sendable {
 
     private let up = Atomic<Bool>(false)
     private let subscribers = NIOLockedValueBox(Subscribers())
+    /// Seconds the database was down after having been up, and since when it is down now.
+    private let outages = NIOLockedValueBox<(total: Double, since: Double?, wasUp: Bool)>((0, nil, false))
 
     var isUp: Bool { up.load(ordering: .acquiring) }
 
@@ -48,7 +50,24 @@ final class DatabaseStatus: Sendable {
             if isUp { subscribers.waiters = [] }
             return (subscribers.observers, waiters)
         }
+        let now = monotonicSeconds()
+        outages.withLockedValue { outages in
+            if isUp {
+                if let since = outages.since { outages.total += now - since }
+                outages.since = nil
+                outages.wasUp = true
+            } else if outages.wasUp, outages.since == nil {
+                outages.since = now
+            }
+        }
         observers.forEach { $0.databaseStatusChanged(isUp: isUp) }
         waiters.forEach { $0.resume() }
+    }
+
+    /// Seconds of outages since start (the one going on included); waiting for the database
+    /// at start is not an outage.
+    var outageSeconds: Double {
+        let now = monotonicSeconds()
+        return outages.withLockedValue { $0.total + ($0.since.map { now - $0 } ?? 0) }
     }
 }

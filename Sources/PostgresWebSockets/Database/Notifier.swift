@@ -47,6 +47,11 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
     /// Everything queued and not yet committed, meta events included.
     private let queued = Atomic<Int>(0)
     private let phase = Atomic<Phase>(.running)
+    /// Client messages taken, and committed by PostgreSQL (for `/metrics`).
+    private let taken = Atomic<Int>(0)
+    private let committed = Atomic<Int>(0)
+    /// Batches committed, and their sizes in client messages and events.
+    private let batchSizes = NIOLockedValueBox(BucketCounts(bounds: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 4096]))
     private let conninfo: String
     /// Client messages go through `pgws.send`, which stores those of durable channels.
     private let durable: Bool
@@ -120,6 +125,7 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
     /// Queues a client message on `lane`, unless `max-pending-messages` are already waiting.
     func submit(_ message: OutgoingMessage, lane: Int) -> SubmitResult {
         guard let congested = pending.add(1, limit: maxPending) else { return .full }
+        taken.add(1, ordering: .relaxed)
         enqueue(message, lane: lane, counted: true)
         return congested && status.isUp ? .congested : .accepted
     }
@@ -132,6 +138,14 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
 
     /// Messages (and events) not yet committed by PostgreSQL.
     var queuedCount: Int { queued.load(ordering: .relaxed) }
+
+    /// Client messages taken since start, and committed since start.
+    var messageCounts: (taken: Int, committed: Int) {
+        (taken.load(ordering: .relaxed), committed.load(ordering: .relaxed))
+    }
+
+    /// The sizes of the batches committed since start.
+    var committedBatchSizes: BucketCounts { batchSizes.withLockedValue { $0 } }
 
     private func enqueue(_ message: OutgoingMessage, lane index: Int, counted: Bool) {
         let lane = lanes[abs(index % lanes.count)]
@@ -191,6 +205,8 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
             switch lane.queue.withLockedValue({ $0.finish(outcome) }) {
             case .completed(let count, let counted):
                 completed(count: count, counted: counted)
+                committed.add(counted, ordering: .relaxed)
+                batchSizes.withLockedValue { $0.record(Double(count)) }
                 // A message's offset is that of its first notification (its channel's; the rest
                 // are audit copies).
                 var row = 0

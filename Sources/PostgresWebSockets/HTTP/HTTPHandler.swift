@@ -31,6 +31,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var machine: HTTPConnectionStateMachine<PendingUpgrade>
     private var timer: Scheduled<Void>? = nil
     private var logger: Logger
+    /// Set once the request turned out to be a handshake: its refusal counts as the
+    /// handshake's outcome.
+    private var isHandshake = false
 
     init(server: ServerContext) {
         self.server = server
@@ -115,6 +118,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: - The upgrade
 
     private func upgrade(_ head: RequestHead, context: ChannelHandlerContext) {
+        isHandshake = true
         switch server.handshake.authorize(head, now: WallClock.seconds()) {
         case .success(let authorized): admit(authorized, lastEventID: nil, context: context)
         case .failure(let refusal): refuse(refusal, context: context)
@@ -122,6 +126,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func eventStream(_ head: RequestHead, context: ChannelHandlerContext) {
+        isHandshake = true
         switch server.handshake.authorizeEventStream(head, now: WallClock.seconds()) {
         case .success(let authorized):
             admit(authorized, lastEventID: head.first("last-event-id").map(String.init), context: context)
@@ -167,6 +172,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             (pending, early) = (upgrade, bytes)
         }
         cancelTimer()
+        server.handshakeOutcomes.accepted()
         if pending.authorized.encoding == .sse {
             return startEventStream(pending, context: context)
         }
@@ -215,6 +221,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A refused request: logged (never with its content) and answered with one line.
     private func refuse(_ refusal: Refusal, context: ChannelHandlerContext) {
         logger.log(.info, "request refused", [.httpStatus: "\(refusal.status.code)", .refusal: "\(refusal.reason)"])
+        if isHandshake { server.handshakeOutcomes.refused(refusal.code) }
         respond(refusal.response, includingBody: true, context: context)
     }
 

@@ -58,8 +58,9 @@ final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Sendable
         let notifications = batch.notifications(firstSequence: first)
         let full = backlog.add(bytes) ?? true
         let completion = BatchCompletion(shards: shards.count, bytes: bytes, backlog: backlog, producer: producer)
+        let receivedAt = NIODeadline.now()
         for (shard, inbox) in zip(shards, inboxes)
-        where inbox.append(ShardInbox.Entry(batch: notifications, completion: completion)) {
+        where inbox.append(ShardInbox.Entry(batch: notifications, completion: completion, receivedAt: receivedAt)) {
             shard.eventLoop.execute {
                 shard.value.drain(inbox)
             }

@@ -145,13 +145,16 @@ extension LoopShard {
                 read.pending.removeFirst()
                 continue
             }
-            guard record.member.deliver(frame(of: row, channel: list.channel, encoding: record.encoding)) else {
+            let written = frame(of: row, channel: list.channel, encoding: record.encoding)
+            guard record.member.deliver(written) else {
                 record.member.flushIfNeeded()
                 return  // canWrite goes on
             }
             record.cursors[key] = row.offset
             read.pending.removeFirst()
             counters.replayed += 1
+            counters.delivered += 1
+            counters.bytesOut += written.readableBytes
         }
         record.member.flushIfNeeded()
         guard !read.waitingForPage else { return }

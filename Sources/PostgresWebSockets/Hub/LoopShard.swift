@@ -1,8 +1,15 @@
 import Logging
 import NIOCore
 
-/// Counts of what the delivery logs did (exported as metrics later).
+/// Counts of what a loop's shard did, in plain integers only its loop touches; `/metrics`
+/// sums them over the loops when it is scraped.
 public struct DeliveryCounters: Equatable, Sendable {
+    /// Frames written to sockets (live and replayed), and their bytes.
+    public var delivered = 0
+    public var bytesOut = 0
+    /// From a notification's arrival at the hub to the pass of its loop that writes it, once
+    /// per loop that has readers of it.
+    public var latency = LatencyHistogram()
     /// Sockets that could not take a frame and went on from the log instead.
     public var fellBehind = 0
     /// Sockets that replayed to the end of the log and take frames directly again.
@@ -15,6 +22,9 @@ public struct DeliveryCounters: Equatable, Sendable {
     public var fromTable = 0
 
     mutating func add(_ other: DeliveryCounters) {
+        delivered += other.delivered
+        bytesOut += other.bytesOut
+        latency.add(other.latency)
         fellBehind += other.fellBehind
         caughtUp += other.caughtUp
         replayed += other.replayed
@@ -282,6 +292,7 @@ final class LoopShard {
                             touched.append(list)
                         }
                         deliver(notification, to: list)
+                        counters.latency.record(now - entry.receivedAt)
                     }
                 }
                 if log.bytes > log.maxBytes { trim(now: now) }
@@ -307,11 +318,16 @@ final class LoopShard {
     private func deliver(_ notification: Notification, to list: SubscriberList) {
         guard list.encodedReaders > 0 else {
             // Raw readers only: the hot path, one frame for all, durable or not.
+            var written = 0
             for record in list.records where record.position == .live {
-                if !record.member.deliver(notification.frame) {
+                if record.member.deliver(notification.frame) {
+                    written += 1
+                } else {
                     fellBehind(record, at: notification.sequence)
                 }
             }
+            counters.delivered += written
+            counters.bytesOut += written * notification.frame.readableBytes
             return
         }
         for record in list.records where record.position == .live {
@@ -319,6 +335,8 @@ final class LoopShard {
             let frame = log.frame(notification.sequence, record.encoding)
             if record.member.deliver(frame) {
                 record.wrote(notification.kind, of: list)
+                counters.delivered += 1
+                counters.bytesOut += frame.readableBytes
             } else {
                 fellBehind(record, at: notification.sequence)
             }
@@ -364,13 +382,16 @@ final class LoopShard {
         while sequence < log.next {
             writeReplies(of: record, upTo: sequence)
             if let entry = log.entry(sequence), let list = channels[entry.channel], record.wants(list, entry) {
-                guard member.deliver(log.frame(sequence, record.encoding)) else {
+                let frame = log.frame(sequence, record.encoding)
+                guard member.deliver(frame) else {
                     record.position = .lagging(from: sequence)
                     member.flushIfNeeded()
                     return
                 }
                 record.wrote(entry.kind, of: list)
                 counters.replayed += 1
+                counters.delivered += 1
+                counters.bytesOut += frame.readableBytes
             }
             sequence += 1
         }

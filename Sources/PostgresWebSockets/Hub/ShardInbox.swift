@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 import Synchronization
 
 /// Notification batches waiting for one event loop. The listener thread appends; the loop
@@ -9,6 +10,8 @@ final class ShardInbox: Sendable {
     struct Entry: Sendable {
         let batch: [Notification]
         let completion: BatchCompletion
+        /// When the hub took the batch from the listener: where delivery latency starts.
+        let receivedAt: NIODeadline
     }
 
     private let entries = NIOLockedValueBox<[Entry]>([])

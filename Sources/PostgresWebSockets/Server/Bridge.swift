@@ -21,6 +21,7 @@ public final class Bridge: Service, Sendable {
     private let server: ServerContext
     private let services: [any Service]
     private let frontEnd: FrontEnd
+    private let adminServer: AdminServer?
     private let tls: TLSContextStore?
     private let running = NIOLockedValueBox<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
@@ -87,9 +88,14 @@ public final class Bridge: Service, Sendable {
             durableChannels: directory,
             staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
+        let server = self.server
+        adminServer =
+            configuration.metrics.port == nil
+            ? nil : AdminServer(server: server, group: group, settings: configuration.metrics)
         for notice in configuration.notices { logger.notice("\(notice)") }
         services =
-            [listener, notifier] + (store.map { [$0] } ?? []) + (fetcher.map { [$0] } ?? []) + [frontEnd]
+            [listener, notifier] + (store.map { [$0] } ?? []) + (fetcher.map { [$0] } ?? [])
+            + (adminServer.map { [$0] } ?? []) + [frontEnd]
     }
 
     private func makeGroup() async -> ServiceGroup {
@@ -159,6 +165,12 @@ public final class Bridge: Service, Sendable {
     }
 
     public var openConnections: Int { server.slots.count }
+
+    /// The port of `/metrics` and the admin endpoints, nil when `metrics-port` is not set.
+    public func metricsPort() async throws -> Int? {
+        guard let adminServer else { return nil }
+        return try await adminServer.bound.futureResult.get()
+    }
 
     /// What the delivery logs did, summed over the event loops.
     public func deliveryCounters() async -> DeliveryCounters {

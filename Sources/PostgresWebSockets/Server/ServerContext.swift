@@ -16,6 +16,7 @@ final class ServerContext: Sendable {
     let tls: TLSContextStore?
     let logger: Logger
     let sessionEnvironment: SessionEnvironment
+    let handshakeOutcomes = HandshakeOutcomes()
     private let nextSessionID = Atomic<Int>(0)
 
     init(
