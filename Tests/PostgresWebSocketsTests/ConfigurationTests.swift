@@ -465,6 +465,15 @@ struct ConfigurationLoadTests {
                 == "PGWS_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical, got 'loud'")
     }
 
+    @Test("listener-timeout sets how long the listener waits for an answer")
+    func listenerTimeout() throws {
+        #expect(try load(environment: required).listener.probeTimeout == .milliseconds(750))
+        #expect(
+            try load(environment: required.merging(["PGWS_LISTENER_TIMEOUT": "2.5"]) { $1 }).listener.probeTimeout
+                == .milliseconds(2500))
+        #expect(loadError(environment: required.merging(["PGWS_LISTENER_TIMEOUT": "0"]) { $1 }) != nil)
+    }
+
     @Test("log-format is text unless json is asked for")
     func logFormats() throws {
         #expect(try load(environment: required).logFormat == .text)

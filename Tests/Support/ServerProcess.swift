@@ -36,6 +36,9 @@ public final class ServerProcess: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PGWS_") }
         env["PGWS_PORT"] = "0"
         env["PGWS_LOG_LEVEL"] = "info"
+        // As TestServer: the shared cluster serves every parallel test on two cores, and its
+        // answers can lag past the production floor. Tests of the timeout use their own cluster.
+        env["PGWS_LISTENER_TIMEOUT"] = "5"
         for (key, value) in environment { env[key] = value }
         process.environment = env
         let output = Pipe()

@@ -98,6 +98,7 @@ private struct Settings {
         }
         if let n = try int(.maxConnections, in: 1...10_000_000) { config.limits.maxConnections = n }
         if let t = try seconds(.handshakeTimeout) { config.limits.handshakeTimeout = t }
+        if let t = try seconds(.listenerTimeout) { config.listener.probeTimeout = .nanoseconds(t.nanoseconds) }
         if let n = try int(.maxHeaderSize, in: 1024...(1 << 20)) { config.limits.maxHeaderSize = n }
         if let t = try seconds(.pingInterval) { config.limits.pingInterval = t }
         if let t = try seconds(.pongTimeout) { config.limits.pongTimeout = t }

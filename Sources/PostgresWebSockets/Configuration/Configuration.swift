@@ -139,7 +139,7 @@ public struct ListenerSettings: Sendable {
     /// Silence after which an idle connection is probed.
     public var probeAfterIdle: Duration = .milliseconds(250)
     /// How long a probe may go unanswered (with nothing at all received) before the
-    /// connection counts as lost.
+    /// connection counts as lost (`listener-timeout`; longer while answers have been slow).
     public var probeTimeout: Duration = .milliseconds(750)
 }
 

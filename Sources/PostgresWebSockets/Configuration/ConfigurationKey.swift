@@ -17,6 +17,7 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case poolSize = "pool-size"
     case retries
     case checkListenerInterval = "check-listener-interval"
+    case listenerTimeout = "listener-timeout"
     case maxPendingMessages = "max-pending-messages"
     case maxSocketBuffer = "max-socket-buffer"
     case maxLag = "max-lag"
@@ -54,6 +55,7 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .poolSize: "PGWS_POOL_SIZE"
         case .retries: "PGWS_RETRIES"
         case .checkListenerInterval: "PGWS_CHECK_LISTENER_INTERVAL"
+        case .listenerTimeout: "PGWS_LISTENER_TIMEOUT"
         case .maxPendingMessages: "PGWS_MAX_PENDING_MESSAGES"
         case .maxSocketBuffer: "PGWS_MAX_SOCKET_BUFFER"
         case .maxLag: "PGWS_MAX_LAG"
