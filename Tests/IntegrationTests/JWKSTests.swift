@@ -105,13 +105,17 @@ import Testing
                 try await waitForLoad(server, jwks, keys: 1)
                 // One, unless a loaded machine made the first attempt fail and a retry load the keys.
                 let loadedAfter = jwks.requests
+                let loadedAt = Date()
                 for _ in 0..<20 {
                     let refused = try await answer(server, Keys.tokenUnknownKid)
                     #expect(refused.status == 401)
                     #expect(refused.body.contains("unknown key"))
                 }
                 try await Task.sleep(for: .milliseconds(500))
-                #expect(jwks.requests == loadedAfter, "no fetch sooner than 30 s after the last one started")
+                // A loaded machine can take the 30 s itself, after which a fetch is due.
+                #expect(
+                    jwks.requests == loadedAfter || Date().timeIntervalSince(loadedAt) >= 30,
+                    "no fetch sooner than 30 s after the last one started")
             }
         }
     }
@@ -308,7 +312,9 @@ import Testing
                 #expect(changed.message == "JWKS keys changed")
                 #expect(try await answer(server, Keys.tokenRS256Key2).status == 101, "rotated in over https")
                 #expect(try await answer(server, Keys.tokenRS256).status == 401)
-                #expect(jwks.connectionsAccepted == 2, "one connection per fetch, closed after it")
+                // Happy eyeballs may also open a connection it then drops (localhost is ::1 and
+                // 127.0.0.1), when the first attempt is slow on a loaded machine.
+                #expect(jwks.connectionsAccepted >= jwks.requests, "a connection per fetch, none reused")
                 #expect(!server.log.records.contains { $0.level >= .warning && $0[.jwksURL] == jwks.url })
                 expectNoSecretsLogged(server)
             }
