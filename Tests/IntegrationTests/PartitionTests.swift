@@ -202,7 +202,17 @@ import Testing
             let count = 700
             let filler = String(repeating: "x", count: 6000)
             try await writer.send(texts: (1...count).map { "m-\($0) \(filler)" })
-            try await waitUntil(timeout: patience(20), "the messages to queue") { server.bridge.queuedMessages == count }
+            var queued = 0
+            do {
+                try await waitUntil(timeout: patience(20), "the messages to queue") {
+                    queued = server.bridge.queuedMessages
+                    return queued == count
+                }
+            } catch {
+                let log = server.log.records.suffix(20).map(\.description).joined(separator: "\n")
+                Issue.record("\(queued) of \(count) queued; the server's last lines:\n\(log)")
+                throw error
+            }
             await relay.heal(application: Self.listener)
             try await server.log.waitForRecord(with: [.database: "restored"], timeout: 30)
 
