@@ -174,12 +174,7 @@ public final class Bridge: Service, Sendable {
 
     /// What the delivery logs did, summed over the event loops.
     public func deliveryCounters() async -> DeliveryCounters {
-        let total = NIOLockedValueBox(DeliveryCounters())
-        await server.hub.forEachShard { shard in
-            let counters = shard.counters
-            total.withLockedValue { $0.add(counters) }
-        }
-        return total.withLockedValue { $0 }
+        await MetricsReport.gather(from: server).shards.counters
     }
 
     public var queuedMessages: Int { server.notifier.queuedCount }
