@@ -148,7 +148,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
         case .none:
             break
         case .deliver(let message):
-            guard isValidUTF8(message.readableBytesView) else { return close(.invalidUTF8) }
+            guard message.withUnsafeReadableBytes(isValidUTF8) else { return close(.invalidUTF8) }
             switch encoding {
             case .v1: receivedRequest(message)
             case .raw, .sse: received(message: message)
@@ -309,15 +309,3 @@ struct SessionHandle: Sendable {
     }
 }
 
-/// UTF-8 validation without building a String.
-func isValidUTF8(_ bytes: ByteBufferView) -> Bool {
-    var iterator = bytes.makeIterator()
-    var decoder = Unicode.UTF8()
-    while true {
-        switch decoder.decode(&iterator) {
-        case .scalarValue: continue
-        case .emptyInput: return true
-        case .error: return false
-        }
-    }
-}

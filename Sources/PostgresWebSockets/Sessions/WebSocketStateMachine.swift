@@ -83,19 +83,19 @@ struct WebSocketStateMachine {
         guard case .open(let fragments, _) = state else { return .none }  // closing: only a close matters
         switch frame.opcode {
         case .ping:
-            return .sendPong(frame.unmaskedData)
+            return .sendPong(frame.unmaskedPayload)
         case .pong:
             return .none
         case .text, .binary:
             // Binary frames holding UTF-8 are messages too, as postgres-websockets takes them;
             // the content is checked (1007) with the text's.
             guard fragments == nil else { return fail(.protocolError("new message before the previous one ended")) }
-            if frame.fin { return .deliver(frame.unmaskedData) }
-            state = .open(fragments: frame.unmaskedData, ping: .idle)
+            if frame.fin { return .deliver(frame.unmaskedPayload) }
+            state = .open(fragments: frame.unmaskedPayload, ping: .idle)
             return .none
         case .continuation:
             guard var message = fragments else { return fail(.protocolError("continuation frame without a message")) }
-            var data = frame.unmaskedData
+            var data = frame.unmaskedPayload
             guard message.readableBytes + data.readableBytes <= settings.maxMessageSize else {
                 return close(.messageTooBig(limit: settings.maxMessageSize), now: now)
             }
@@ -114,7 +114,7 @@ struct WebSocketStateMachine {
             state = .dropping
             return .drop(why: nil)  // the answer to our close frame
         }
-        var data = frame.unmaskedData
+        var data = frame.unmaskedPayload
         var code = CloseReason.normalCode
         if let peerCode = data.readInteger(as: UInt16.self), CloseReason.isValidFromPeer(peerCode) {
             code = peerCode
