@@ -484,6 +484,22 @@ struct ConfigurationLoadTests {
                 == "PGWS_LOG_FORMAT must be text or json, got 'logfmt'")
     }
 
+    @Test("presence is off unless asked for; its claim defaults to sub and its fields to none")
+    func presenceSettings() throws {
+        let off = try load(environment: required)
+        #expect(!off.presence.isEnabled && off.presence.claim == "sub" && off.presence.fields.isEmpty)
+        let on = try load(
+            environment: required.merging([
+                "PGWS_PRESENCE": "on", "PGWS_PRESENCE_CLAIM": "user_id", "PGWS_PRESENCE_FIELDS": " name, avatar ,",
+            ]) { $1 })
+        #expect(on.presence.isEnabled && on.presence.claim == "user_id" && on.presence.fields == ["name", "avatar"])
+        #expect(try load("db-uri = \"x\"\njwt-secret = \"y\"\npresence = true").presence.isEnabled)
+        #expect(
+            loadError(environment: required.merging(["PGWS_PRESENCE": "yes please"]) { $1 })
+                == "PGWS_PRESENCE must be on or off, got 'yes please'")
+        #expect(loadError("db-uri = \"x\"\njwt-secret = \"y\"\npresence-claim = \"\"") != nil)
+    }
+
     @Test("allowed-origins that lists nothing allows every origin")
     func emptyOrigins() throws {
         #expect(try load(" allowed-origins = \" , \"\ndb-uri = \"x\"\njwt-secret = \"y\"").server.allowedOrigins == nil)

@@ -498,17 +498,17 @@ private final class HandshakeState: Sendable {
 }
 
 /// A wait of several events that must end within `seconds` in all.
-struct Deadline {
+public struct Deadline: Sendable {
     let end: ContinuousClock.Instant
     let seconds: Double
 
-    init(seconds: Double) {
+    public init(seconds: Double) {
         self.seconds = seconds
         end = .now + .milliseconds(Int64(seconds * 1000))
     }
 
     /// Seconds left; throws once none are.
-    func remaining() throws -> Double {
+    public func remaining() throws -> Double {
         let left = end - .now
         let value = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
         guard value > 0 else { throw EventQueue<Int>.Timeout(seconds: seconds) }

@@ -96,6 +96,21 @@ private struct Settings {
             }
             config.durable.mode = parsed
         }
+        if let mode = values[.presence]?.value {
+            switch mode.lowercased() {
+            case "on", "true": config.presence.isEnabled = true
+            case "off", "false": config.presence.isEnabled = false
+            default: throw invalid(.presence, "must be on or off")
+            }
+        }
+        if let claim = values[.presenceClaim]?.value {
+            guard !claim.isEmpty else { throw invalid(.presenceClaim, "must not be empty") }
+            config.presence.claim = claim
+        }
+        if let fields = values[.presenceFields]?.value {
+            config.presence.fields = fields.split(separator: ",").map { String($0.trimming(where: isASCIIWhitespace)) }
+                .filter { !$0.isEmpty }
+        }
         if let n = try int(.maxConnections, in: 1...10_000_000) { config.limits.maxConnections = n }
         if let t = try seconds(.handshakeTimeout) { config.limits.handshakeTimeout = t }
         if let t = try seconds(.listenerTimeout) { config.listener.probeTimeout = .nanoseconds(t.nanoseconds) }

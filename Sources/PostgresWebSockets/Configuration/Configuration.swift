@@ -22,6 +22,7 @@ public struct Configuration: Sendable {
     public var notifier = NotifierSettings()
     public var limits = Limits()
     public var durable = DurableSettings()
+    public var presence = PresenceSettings()
     public var logLevel: Logger.Level = .info
     public var logFormat = LogFormat.text
     /// The operators' listener (`/metrics`, `/channels`); off unless a port is set.
@@ -154,6 +155,25 @@ public struct DurableSettings: Sendable {
 
     /// Whether the server uses the schema at all.
     public var isEnabled: Bool { mode != .off }
+}
+
+/// Who is on which channel, kept in `pgws.presence` (`Presence/`).
+public struct PresenceSettings: Sendable {
+    public var isEnabled = false
+    /// The claim that says who a socket is; sockets whose token lacks it are not members.
+    public var claim = "sub"
+    /// The claims shared with other clients in a member's `claims`.
+    public var fields: [String] = []
+    /// How long after a change its row is written: changes within it go in one batch.
+    public var flushDelay: Duration = .milliseconds(250)
+    /// How often a server says it is alive, and after how long without that its rows go.
+    public var heartbeat: Duration = .seconds(5)
+    public var staleAfter: Duration = .seconds(20)
+
+    /// The schema is used by durable channels and by presence.
+    static func schemaMode(durable: DurableSchema.Mode, presence: Bool) -> DurableSchema.Mode {
+        durable == .off && presence ? .on : durable
+    }
 }
 
 /// The connections that send client messages to PostgreSQL.

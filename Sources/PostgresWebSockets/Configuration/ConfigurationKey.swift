@@ -36,6 +36,9 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
     case metricsPort = "metrics-port"
     case metricsHost = "metrics-host"
     case durable
+    case presence
+    case presenceClaim = "presence-claim"
+    case presenceFields = "presence-fields"
 
     public var environmentVariable: String {
         switch self {
@@ -74,6 +77,9 @@ public enum ConfigurationKey: String, CaseIterable, Sendable {
         case .metricsPort: "PGWS_METRICS_PORT"
         case .metricsHost: "PGWS_METRICS_HOST"
         case .durable: "PGWS_DURABLE"
+        case .presence: "PGWS_PRESENCE"
+        case .presenceClaim: "PGWS_PRESENCE_CLAIM"
+        case .presenceFields: "PGWS_PRESENCE_FIELDS"
         }
     }
 

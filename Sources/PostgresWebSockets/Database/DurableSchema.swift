@@ -3,8 +3,8 @@
 /// install or upgrade it at start and a team that applies migrations itself can print it
 /// (`postgres-websockets --print-schema`) and let the server only check the version.
 public enum DurableSchema {
-    /// Bumped whenever the script changes what it creates (2: revocations).
-    public static let version = 2
+    /// Bumped whenever the script changes what it creates (2: revocations, 3: presence).
+    public static let version = 3
 
     /// Whether the server installs the schema, only checks it, or leaves PostgreSQL alone.
     public enum Mode: String, Sendable {
@@ -17,6 +17,8 @@ public enum DurableSchema {
     static let controlChannel = "pgws:control"
     /// Where `pgws.disconnect` and `pgws.revoke` reach every server (`RevocationSignal`).
     static let revokeChannel = "pgws:revoke"
+    /// Where presence changes reach every server (`PresenceSignal`).
+    static let presenceChannel = "pgws:presence"
     /// The internal channel a durable channel's messages are signalled on (see `signal_channel`).
     static let signalPrefix = "pgws:"
     /// A larger payload is not carried in the signal: servers read it from the table.
@@ -24,12 +26,15 @@ public enum DurableSchema {
     /// `pg_advisory_xact_lock` keys: installing, pruning.
     static let installLock: Int64 = 0x7067_7773_0001
     static let pruneLock: Int64 = 0x7067_7773_0002
+    static let sweepLock: Int64 = 0x7067_7773_0003
+    /// The first key of the two-key advisory locks that serialize a channel's presence changes.
+    static let presenceLockSpace: Int32 = 0x7067_7774
     /// The first key of the two-key advisory locks that serialize a channel's publishers.
     static let publishLockSpace: Int32 = 0x7067_7773
 
     /// The whole script, as `--print-schema` prints it.
     public static let script = """
-        -- postgres-websockets: durable channels and revocation (schema version \(version)).
+        -- postgres-websockets: durable channels, revocation and presence (schema version \(version)).
         -- Safe to run again: every statement creates what is missing or replaces a function.
         CREATE SCHEMA IF NOT EXISTS pgws;
 
@@ -217,6 +222,152 @@ public enum DurableSchema {
             PERFORM pg_notify('\(revokeChannel)', jsonb_build_object(
                 'filter', revoke.filter, 'reason', 'token revoked',
                 'until', extract(epoch FROM revoke.until))::text);
+        END
+        $$;
+
+        -- Presence: one row per open socket and channel it reads, for every server with
+        -- `presence = on`. Unlogged: the servers write their rows again after a crash. A
+        -- server that stops saying it is alive has its rows removed by the others.
+        CREATE UNLOGGED TABLE IF NOT EXISTS pgws.presence_servers (
+            server_id text PRIMARY KEY,
+            heartbeat_at timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- member_id: the value of the socket's `presence-claim` (NULL: not a member); member:
+        -- what clients are shown, {"id": ..., "claims": {the presence-fields}}.
+        CREATE UNLOGGED TABLE IF NOT EXISTS pgws.presence (
+            server_id text NOT NULL,
+            socket_id bigint NOT NULL,
+            channel text NOT NULL,
+            member_id jsonb,
+            member jsonb,
+            claims jsonb NOT NULL,
+            connected_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (server_id, socket_id, channel)
+        );
+        CREATE INDEX IF NOT EXISTS presence_channel_member ON pgws.presence (channel, member_id);
+
+        -- Announces, once per (channel, member), the leave of each member of the deleted rows
+        -- `gone` that has no socket left on the channel.
+        CREATE OR REPLACE FUNCTION pgws.presence_announce_leaves(gone jsonb) RETURNS void
+        LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            PERFORM pg_notify('\(presenceChannel)', jsonb_build_object(
+                    'type', 'leave', 'channel', l.g->>'channel', 'member', l.g->'member')::text)
+            FROM (
+                SELECT DISTINCT ON (g->>'channel', g->'member_id') g
+                FROM jsonb_array_elements(presence_announce_leaves.gone) AS g
+            ) AS l
+            WHERE NOT EXISTS (
+                SELECT FROM pgws.presence AS p WHERE p.channel = l.g->>'channel' AND p.member_id = l.g->'member_id');
+        END
+        $$;
+
+        -- A server's batch of changes: rows `added` ({socket, channel, member_id, member,
+        -- claims}) and `removed` ({socket, channel}). Announces a join when a member's first
+        -- socket on a channel arrives and a leave when its last one goes, whichever servers
+        -- they are on: every server locks the channels it changes in one order. Returns
+        -- whether the server was known (false: its rows were swept and must be written again).
+        CREATE OR REPLACE FUNCTION pgws.presence_apply(server text, added jsonb, removed jsonb) RETURNS boolean
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            known boolean;
+            arrived jsonb;
+            gone jsonb;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(\(presenceLockSpace), l.h)
+            FROM (
+                SELECT DISTINCT hashtext(e->>'channel') AS h
+                FROM jsonb_array_elements(presence_apply.added || presence_apply.removed) AS e
+            ) AS l
+            ORDER BY l.h;
+            UPDATE pgws.presence_servers AS s SET heartbeat_at = now() WHERE s.server_id = presence_apply.server;
+            known := FOUND;
+            IF NOT known THEN
+                INSERT INTO pgws.presence_servers (server_id) VALUES (presence_apply.server);
+            END IF;
+            SELECT coalesce(jsonb_agg(n.e), '[]') INTO arrived
+            FROM (
+                SELECT DISTINCT ON (e->>'channel', e->'member_id') e
+                FROM jsonb_array_elements(presence_apply.added) AS e
+                WHERE e ? 'member_id' AND NOT EXISTS (
+                    SELECT FROM pgws.presence AS p WHERE p.channel = e->>'channel' AND p.member_id = e->'member_id')
+            ) AS n;
+            INSERT INTO pgws.presence (server_id, socket_id, channel, member_id, member, claims)
+            SELECT presence_apply.server, (e->>'socket')::bigint, e->>'channel', e->'member_id', e->'member', e->'claims'
+            FROM jsonb_array_elements(presence_apply.added) AS e
+            ON CONFLICT DO NOTHING;
+            WITH deleted AS (
+                DELETE FROM pgws.presence AS p
+                USING jsonb_array_elements(presence_apply.removed) AS e
+                WHERE p.server_id = presence_apply.server AND p.socket_id = (e->>'socket')::bigint
+                    AND p.channel = e->>'channel'
+                RETURNING p.channel, p.member_id, p.member
+            )
+            SELECT coalesce(jsonb_agg(d), '[]') INTO gone FROM deleted AS d WHERE d.member_id IS NOT NULL;
+            PERFORM pg_notify('\(presenceChannel)', jsonb_build_object(
+                    'type', 'join', 'channel', a->>'channel', 'member', a->'member')::text)
+            FROM jsonb_array_elements(arrived) AS a;
+            PERFORM pgws.presence_announce_leaves(gone);
+            RETURN known;
+        END
+        $$;
+
+        -- Removes the servers `servers` and their rows, announcing the leaves.
+        CREATE OR REPLACE FUNCTION pgws.presence_drop(servers text[]) RETURNS void
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            gone jsonb;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(\(presenceLockSpace), l.h)
+            FROM (
+                SELECT DISTINCT hashtext(p.channel) AS h FROM pgws.presence AS p
+                WHERE p.server_id = ANY (presence_drop.servers)
+            ) AS l
+            ORDER BY l.h;
+            DELETE FROM pgws.presence_servers AS s WHERE s.server_id = ANY (presence_drop.servers);
+            WITH deleted AS (
+                DELETE FROM pgws.presence AS p WHERE p.server_id = ANY (presence_drop.servers)
+                RETURNING p.channel, p.member_id, p.member
+            )
+            SELECT coalesce(jsonb_agg(d), '[]') INTO gone FROM deleted AS d WHERE d.member_id IS NOT NULL;
+            PERFORM pgws.presence_announce_leaves(gone);
+        END
+        $$;
+
+        -- A server's heartbeat: it is alive, and the servers not heard from within `stale`
+        -- are dropped (one server sweeps at a time). Returns whether the server was known.
+        CREATE OR REPLACE FUNCTION pgws.presence_heartbeat(server text, stale interval) RETURNS boolean
+        LANGUAGE plpgsql
+        AS $$
+        DECLARE
+            known boolean;
+            dead text[];
+        BEGIN
+            UPDATE pgws.presence_servers AS s SET heartbeat_at = now()
+            WHERE s.server_id = presence_heartbeat.server;
+            known := FOUND;
+            IF NOT known THEN
+                INSERT INTO pgws.presence_servers (server_id) VALUES (presence_heartbeat.server)
+                ON CONFLICT DO NOTHING;
+            END IF;
+            IF pg_try_advisory_xact_lock(\(sweepLock)) THEN
+                SELECT array_agg(s.server_id) INTO dead FROM pgws.presence_servers AS s
+                WHERE s.heartbeat_at < now() - presence_heartbeat.stale;
+                IF dead IS NOT NULL THEN
+                    PERFORM pgws.presence_drop(dead);
+                END IF;
+                -- Rows whose server row is gone (a server dropped while it was writing).
+                SELECT array_agg(DISTINCT p.server_id) INTO dead FROM pgws.presence AS p
+                WHERE NOT EXISTS (SELECT FROM pgws.presence_servers AS s WHERE s.server_id = p.server_id);
+                IF dead IS NOT NULL THEN
+                    PERFORM pgws.presence_drop(dead);
+                END IF;
+            END IF;
+            RETURN known;
         END
         $$;
 

@@ -22,6 +22,8 @@ final class Listener<Sink: NotificationSink>: Service, NotificationProducer, Sen
     let directory: DurableDirectory
     /// The revocations in force, loaded on every connection and kept current by `pgws:revoke`.
     let revocations: Revocations
+    /// With presence on: who is told of joins and leaves (`pgws:presence`).
+    let presenceWatchers: (any PresenceWatchers)?
     let logger: Logger
     /// False while the sink is full: the thread leaves PostgreSQL's socket unread.
     private let demand = Atomic<Bool>(true)
@@ -29,9 +31,10 @@ final class Listener<Sink: NotificationSink>: Service, NotificationProducer, Sen
     init(
         conninfo: String, settings: ListenerSettings, durableMode: DurableSchema.Mode = .off,
         directory: DurableDirectory = DurableDirectory(), revocations: Revocations = Revocations(),
-        registry: ListenRegistry, sink: Sink, logger: Logger
+        presenceWatchers: (any PresenceWatchers)? = nil, registry: ListenRegistry, sink: Sink, logger: Logger
     ) {
         self.conninfo = conninfo
+        self.presenceWatchers = presenceWatchers
         self.revocations = revocations
         self.durableMode = durableMode
         self.directory = directory

@@ -72,6 +72,10 @@ struct ListenerLoop<Sink: NotificationSink> {
                     return
                 }
             }
+            if let failure = preparePresence(conn) {
+                if failure.isFatal { gaveUp = failure.message } else { fail(failure.message) }
+                return
+            }
             switch RevocationSignal.prepare(conn) {
             case .success(let revocations):
                 listener.revocations.replaceAll(with: revocations, now: WallClock.seconds())
@@ -305,6 +309,13 @@ struct ListenerLoop<Sink: NotificationSink> {
             let payloadBytes = UnsafeRawBufferPointer(start: payload, count: strlen(payload))
             if channelBytes.elementsEqual(RevocationSignal.channelBytes) {
                 revocationSignal(Array(payloadBytes))
+            } else if let watchers = listener.presenceWatchers, channelBytes.elementsEqual(PresenceSignal.channelBytes) {
+                if let signal = PresenceSignal(payload: Array(payloadBytes)) {
+                    watchers.presenceChanged(signal)
+                } else {
+                    logger.log(
+                        .warning, "ignoring a malformed presence signal", [.bytesReceived: "\(payloadBytes.count)"])
+                }
             } else if durable, DurableStreams.isInternal(channelBytes) {
                 durableSignal(channelBytes, payloadBytes, into: &batch)
             } else {
@@ -316,6 +327,17 @@ struct ListenerLoop<Sink: NotificationSink> {
             }
         }
         if batch.count > 0 { listener.deliver(batch) }
+    }
+
+    /// With presence on: the schema (installed here when durable channels, which do it
+    /// otherwise, are off), then `pgws:presence` LISTENed.
+    private func preparePresence(_ conn: PGConnection) -> DurableSchema.Failure? {
+        guard listener.presenceWatchers != nil else { return nil }
+        if !isDurable, case .failure(let failure) = DurableSchema.prepare(conn, mode: .on) { return failure }
+        if case .failure(let error) = PresenceSignal.prepare(conn) {
+            return DurableSchema.Failure(isFatal: false, message: "listening for presence: \(error)")
+        }
+        return nil
     }
 
     /// `pgws.disconnect` or `pgws.revoke`, from any server's database session.

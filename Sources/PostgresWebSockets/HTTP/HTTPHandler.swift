@@ -103,6 +103,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             response.headers.add(name: "cache-control", value: "no-store")
             return respond(response, includingBody: !isHead, context: context)
         }
+        // The operators' paths live on the metrics listener only; here they are unknown
+        // whether or not a banner answers every other path.
+        if path == "/metrics" || path == "/channels" || path.hasPrefix("/channels/") {
+            return respond(Refusal(.notFound, "not found").response, includingBody: !isHead, context: context)
+        }
         guard let files = server.staticFiles else {
             // Load-balancer probes of upstream deployments expect 200 here.
             return respond(

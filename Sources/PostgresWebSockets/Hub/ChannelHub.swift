@@ -8,7 +8,7 @@ import Synchronization
 /// Frames handed to the loops and not yet written are bounded (`backlogMarks`): past the
 /// high mark the listener stops reading from PostgreSQL, whose notification queue is built
 /// to absorb bursts, and it reads again once the loops are down to the low mark.
-final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Sendable {
+final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, PresenceWatchers, Sendable {
     static let backlogMarks = Watermark(low: 2 << 20, high: 4 << 20)
 
     private let shards: [NIOLoopBoundBox<LoopShard>]
@@ -23,14 +23,16 @@ final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Sendable
     /// - Parameter window: what each loop's `DeliveryLog` keeps (`max-lag`, `max-lag-seconds`).
     init(
         group: any EventLoopGroup, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount),
-        routing: ListenChannelRouting, store: (any DurableReading)? = nil
+        routing: ListenChannelRouting, store: (any DurableReading)? = nil, presence: PresenceBook? = nil
     ) {
         self.routing = routing
         let offsets = OffsetSpace()
         self.offsets = offsets
         shards = group.makeIterator().map { loop in
             NIOLoopBoundBox.makeBoxSendingValue(
-                LoopShard(eventLoop: loop, registry: registry, window: window, offsets: offsets, store: store),
+                LoopShard(
+                    eventLoop: loop, registry: registry, window: window, offsets: offsets, store: store,
+                    presence: presence),
                 eventLoop: loop)
         }
         inboxes = shards.map { _ in ShardInbox() }
@@ -94,6 +96,18 @@ final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Sendable
     func disconnect(matching filter: JSONValue, reason: CloseReason) {
         for shard in shards {
             shard.eventLoop.execute { shard.value.disconnect(matching: filter, reason: reason) }
+        }
+    }
+
+    // MARK: - PresenceWatchers
+
+    func presenceChanged(_ signal: PresenceSignal) {
+        var writer = JSONWriter(capacity: 128)
+        writer.value(signal.frame)
+        let frame = MessageFrames.textFrame(writer.bytes)
+        let key = ChannelKey(signal.channel)
+        for shard in shards {
+            shard.eventLoop.execute { shard.value.presenceChanged(key, frame: frame) }
         }
     }
 }

@@ -32,8 +32,7 @@ extension LoopShard {
         preface: ((Bool) -> ByteBuffer?)?, reply: ((String?, Bool) -> ByteBuffer)?
     ) {
         let newest = durable[list.channel] ?? 0
-        record.add(list)
-        list.append(record)
+        startReading(record, list)
         let key = ObjectIdentifier(list)
         guard let since else {
             record.cursors[key] = newest

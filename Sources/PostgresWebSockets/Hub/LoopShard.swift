@@ -45,6 +45,10 @@ final class LoopShard {
     /// Where durable channels' messages are read from when the log does not reach back far
     /// enough; nil when durable channels are off.
     let store: (any DurableReading)?
+    /// With presence on: where this loop's sockets are reported as they read channels.
+    let presence: PresenceBook?
+    /// Per channel, the members that get its joins and leaves (`pgws.v1`, `presence: true`).
+    private var presenceWatchers: [ChannelKey: Set<ObjectIdentifier>] = [:]
     var channels: [ChannelKey: SubscriberList] = [:]
     var members: [ObjectIdentifier: MemberRecord] = [:]
     var log: DeliveryLog
@@ -60,9 +64,10 @@ final class LoopShard {
 
     init(
         eventLoop: any EventLoop, registry: ListenRegistry, window: (bytes: Int, age: TimeAmount),
-        offsets: OffsetSpace = OffsetSpace(), store: (any DurableReading)? = nil
+        offsets: OffsetSpace = OffsetSpace(), store: (any DurableReading)? = nil, presence: PresenceBook? = nil
     ) {
         self.eventLoop = eventLoop
+        self.presence = presence
         self.registry = registry
         self.store = store
         self.log = DeliveryLog(maxBytes: window.bytes, maxAge: window.age, offsets: offsets)
@@ -128,6 +133,40 @@ final class LoopShard {
         lagging[ObjectIdentifier(member)] = nil
         for list in record.lists {
             list.remove(record)
+            presence?.left(socket: member.logger.socketID, channel: list.channel.name)
+            unwatchPresence(ObjectIdentifier(member), of: list.channel)
+        }
+    }
+
+    /// The one place a member starts reading a list: presence counts it from here.
+    func startReading(_ record: MemberRecord, _ list: SubscriberList) {
+        guard !record.reads(list) else { return }
+        record.add(list)
+        list.append(record)
+        presence?.joined(
+            socket: record.member.logger.socketID, channel: list.channel.name, claimsPrefix: record.member.claimsPrefix)
+    }
+
+    // MARK: - Presence
+
+    /// Whether `member`, which reads `key`, gets the channel's joins and leaves.
+    func watchPresence(_ member: any ShardMember, of key: ChannelKey, _ watching: Bool) {
+        let id = ObjectIdentifier(member)
+        guard watching else { return unwatchPresence(id, of: key) }
+        guard presence != nil, members[id] != nil else { return }
+        presenceWatchers[key, default: []].insert(id)
+    }
+
+    private func unwatchPresence(_ id: ObjectIdentifier, of key: ChannelKey) {
+        presenceWatchers[key]?.remove(id)
+        if presenceWatchers[key]?.isEmpty == true { presenceWatchers[key] = nil }
+    }
+
+    /// A join or leave on `key`, from any server: to its watchers, after what they wait for.
+    func presenceChanged(_ key: ChannelKey, frame: ByteBuffer) {
+        for id in presenceWatchers[key] ?? [] {
+            guard let record = members[id] else { continue }
+            send(frame, to: record)
         }
     }
 
@@ -160,8 +199,7 @@ final class LoopShard {
             log.entry(sequence).map { log.offset(of: $0) } ?? log.offsets.offset(sequence)
         }
         let replyFrame = reply?(last, recovered)
-        record.add(list)
-        list.append(record)
+        startReading(record, list)
         replay(record, list, from: replayFrom, boundary: boundary, then: replyFrame)
     }
 
@@ -209,8 +247,11 @@ final class LoopShard {
     /// `member` stops reading `key` (its hold is given back separately).
     func unsubscribe(_ member: any ShardMember, from key: ChannelKey) {
         guard let record = members[ObjectIdentifier(member)], let list = channels[key] else { return }
+        unwatchPresence(ObjectIdentifier(member), of: key)
+        guard record.reads(list) else { return }
         record.remove(list)
         list.remove(record)
+        presence?.left(socket: member.logger.socketID, channel: key.name)
     }
 
     /// A reply to `member`, written after whatever the shard still holds back for it.

@@ -5,8 +5,9 @@ import NIOPosix
 import ServiceLifecycle
 
 /// The operators' listener (`metrics-port`, on `metrics-host`, 127.0.0.1 unless set): `GET
-/// /metrics` (Prometheus text) and `GET /channels` (this server's channels and their
-/// sockets). Public clients reach the main port only, where these paths answer 404.
+/// /metrics` (Prometheus text), `GET /channels` (this server's channels and their sockets)
+/// and, with presence on, `GET /channels/<name>/presence` (its members on every server).
+/// Public clients reach the main port only, where these paths answer 404.
 final class AdminServer: Service, Sendable {
     private let server: ServerContext
     private let group: any EventLoopGroup
@@ -78,6 +79,9 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         guard head.method == .GET || head.method == .HEAD else {
             return write(.methodNotAllowed, "text/plain; charset=utf-8", "method not allowed\n", head, context)
         }
+        if let channel = Self.presenceChannel(path) {
+            return presence(of: channel, head, context)
+        }
         guard path == "/metrics" || path == "/channels" else {
             return write(.notFound, "text/plain; charset=utf-8", "not found\n", head, context)
         }
@@ -90,6 +94,38 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
             let (handler, context) = loopBound.value
             let type = path == "/metrics" ? PrometheusText.contentType : "application/json"
             handler.write(.ok, type, body, head, context)
+        }
+    }
+
+    /// The channel of `/channels/<name>/presence` (percent-encoded as in socket paths).
+    static func presenceChannel(_ path: Substring) -> Substring? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0].isEmpty, parts[1] == "channels", parts[3] == "presence" else { return nil }
+        return parts[2]
+    }
+
+    private func presence(of encoded: Substring, _ head: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        let text = "text/plain; charset=utf-8"
+        guard let presence = server.presence else {
+            return write(.notFound, text, "presence is not enabled on this server\n", head, context)
+        }
+        guard let bytes = percentDecode(encoded), let channel = String(validating: bytes, as: UTF8.self),
+            ChannelName.problem(with: channel) == nil
+        else {
+            return write(.badRequest, text, "bad channel name\n", head, context)
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        presence.members(of: channel) { result in
+            loopBound.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                switch result {
+                case .success(let members):
+                    let body = JSONValue.object([("channel", .string(channel)), ("members", .array(members))])
+                    handler.write(.ok, "application/json", body.serialized + "\n", head, context)
+                case .failure(let failure):
+                    handler.write(.serviceUnavailable, text, failure.reason + "\n", head, context)
+                }
+            }
         }
     }
 

@@ -67,17 +67,22 @@ public final class Bridge: Service, Sendable {
             ? DurableStore(
                 conninfo: configuration.databaseURI, settings: configuration.durable, status: status, logger: logger)
             : nil
+        let presenceBook = configuration.presence.isEnabled ? PresenceBook(settings: configuration.presence) : nil
+        let presence = presenceBook.map {
+            PresenceWriter(conninfo: configuration.databaseURI, book: $0, status: status, logger: logger)
+        }
         let hub = ChannelHub(
             group: group, registry: registry,
             window: (configuration.limits.maxLag, configuration.limits.maxLagDuration),
-            routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel), store: store)
+            routing: ListenChannelRouting(listenChannel: configuration.channels.listenChannel), store: store,
+            presence: presenceBook)
         let revocations = Revocations(revoker: hub)
         // The listen channel is LISTENed for the server's whole life, sockets or not.
         registry.acquire([ChannelKey(configuration.channels.listenChannel)], awaiting: [], ready: {})
         let listener = Listener(
             conninfo: configuration.databaseURI, settings: configuration.listener,
             durableMode: configuration.durable.mode, directory: directory, revocations: revocations,
-            registry: registry, sink: hub,
+            presenceWatchers: presence == nil ? nil : hub, registry: registry, sink: hub,
             logger: logger)
         let notifier = Notifier(
             conninfo: configuration.databaseURI, settings: configuration.notifier,
@@ -85,7 +90,7 @@ public final class Bridge: Service, Sendable {
         server = ServerContext(
             configuration: configuration, keys: keys, revocations: revocations, hub: hub, registry: registry,
             notifier: notifier,
-            durableChannels: directory,
+            durableChannels: directory, presence: presence,
             staticFiles: staticFiles, tls: tls, logger: logger)
         frontEnd = FrontEnd(server: server, group: group)
         let server = self.server
@@ -94,7 +99,8 @@ public final class Bridge: Service, Sendable {
             ? nil : AdminServer(server: server, group: group, settings: configuration.metrics)
         for notice in configuration.notices { logger.notice("\(notice)") }
         services =
-            [listener, notifier] + (store.map { [$0] } ?? []) + (fetcher.map { [$0] } ?? [])
+            // Presence after the notifier: stopped before it, once the sockets are closed.
+            [listener, notifier] + (presence.map { [$0] } ?? []) + (store.map { [$0] } ?? []) + (fetcher.map { [$0] } ?? [])
             + (adminServer.map { [$0] } ?? []) + [frontEnd]
     }
 

@@ -17,15 +17,17 @@ final class ServerContext: Sendable {
     let logger: Logger
     let sessionEnvironment: SessionEnvironment
     let handshakeOutcomes = HandshakeOutcomes()
+    let presence: PresenceWriter?
     private let nextSessionID = Atomic<Int>(0)
 
     init(
         configuration: Configuration, keys: JWTKeyStore, revocations: Revocations = Revocations(), hub: ChannelHub,
         registry: ListenRegistry,
-        notifier: Notifier, durableChannels: DurableDirectory, staticFiles: StaticFiles?, tls: TLSContextStore?,
-        logger: Logger
+        notifier: Notifier, durableChannels: DurableDirectory, presence: PresenceWriter? = nil,
+        staticFiles: StaticFiles?, tls: TLSContextStore?, logger: Logger
     ) {
         self.configuration = configuration
+        self.presence = presence
         self.handshake = Handshake(
             keys: keys,
             allowedOrigins: configuration.server.allowedOrigins.map { Set($0.map { $0.lowercased() }) },
@@ -40,7 +42,8 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.sessionEnvironment = SessionEnvironment(
             publisher: notifier, channels: configuration.channels, limits: configuration.limits, logger: logger,
-            keys: keys, offsets: hub.offsets, durableChannels: durableChannels, revocations: revocations)
+            keys: keys, offsets: hub.offsets, durableChannels: durableChannels, revocations: revocations,
+            presence: presence)
     }
 
     func makeSession(_ pending: HTTPHandler.PendingUpgrade, shard: LoopShard) -> WebSocketSession {

@@ -149,6 +149,10 @@ enum V1Protocol {
         reply("refreshed", ref: ref, [("exp", exp == nil ? .null : claims["exp"] ?? .null)])
     }
 
+    static func presence(channel: String, members: [JSONValue], ref: JSONValue?) -> ByteBuffer {
+        reply("presence", ref: ref, [("channel", .string(channel)), ("members", .array(members))])
+    }
+
     static func error(_ failure: Failure, ref: JSONValue?) -> ByteBuffer {
         reply("error", ref: ref, [("code", .string(failure.code.rawValue)), ("reason", .string(failure.reason))])
     }

@@ -8,18 +8,40 @@ extension WebSocketSession {
         switch frame.request {
         case .failure(let failure):
             reply(V1Protocol.error(failure, ref: frame.ref))
-        case .success(.subscribe(let channel, let since, _)):
-            subscribe(channel, since: since, ref: frame.ref)
+        case .success(.subscribe(let channel, let since, let presence)):
+            subscribe(channel, since: since, presence: presence, ref: frame.ref)
         case .success(.unsubscribe(let channel)):
             unsubscribe(channel, ref: frame.ref)
         case .success(.publish(let channel, let payload)):
             publish(channel, payload: payload, ref: frame.ref)
         case .success(.refresh(let token)):
             refresh(token, ref: frame.ref)
-        case .success(.presence):
-            reply(
-                V1Protocol.error(
-                    V1Protocol.Failure(.unavailable, "presence is not enabled on this server"), ref: frame.ref))
+        case .success(.presence(let channel)):
+            presence(of: channel, ref: frame.ref)
+        }
+    }
+
+    // MARK: - Presence
+
+    private func presence(of channel: String, ref: JSONValue?) {
+        guard let presence = environment.presence else {
+            return reply(V1Protocol.error(.init(.unavailable, "presence is not enabled on this server"), ref: ref))
+        }
+        // Who is on a channel is for those who may read it.
+        guard grant.mode.contains(.read), grant.allows(channel) else {
+            return reply(V1Protocol.error(.init(.forbidden, "channel not allowed by JWT"), ref: ref))
+        }
+        let handle = self.handle
+        presence.members(of: channel) { result in
+            let frame: ByteBuffer
+            switch result {
+            case .success(let members): frame = V1Protocol.presence(channel: channel, members: members, ref: ref)
+            case .failure(let failure): frame = V1Protocol.error(.init(.unavailable, failure.reason), ref: ref)
+            }
+            handle.onLoop { session in
+                guard session.machine.isOpen else { return }
+                session.reply(frame)
+            }
         }
     }
 
@@ -36,7 +58,7 @@ extension WebSocketSession {
 
     // MARK: - Subscriptions
 
-    private func subscribe(_ channel: String, since: String?, ref: JSONValue?) {
+    private func subscribe(_ channel: String, since: String?, presence: Bool = false, ref: JSONValue?) {
         guard grant.mode.contains(.read) else {
             return reply(V1Protocol.error(.init(.forbidden, "the token's mode does not read"), ref: ref))
         }
@@ -44,6 +66,7 @@ extension WebSocketSession {
             return reply(V1Protocol.error(.init(.forbidden, "channel not allowed by JWT"), ref: ref))
         }
         let key = ChannelKey(channel)
+        if presence { watchesPresence.insert(key) } else { watchesPresence.remove(key) }
         switch channels[key] {
         case .reading?:
             subscribeNow(key, since: since, ref: ref)
@@ -70,12 +93,14 @@ extension WebSocketSession {
     private func subscribeNow(_ key: ChannelKey, since: String?, ref: JSONValue?) {
         shard.subscribe(
             self, to: key, since: since?[...], reply: subscribedReply(channel: key.name, ref: ref, since: since))
+        shard.watchPresence(self, of: key, watchesPresence.contains(key))
     }
 
     private func unsubscribe(_ channel: String, ref: JSONValue?, reason: String? = nil) {
         let key = ChannelKey(channel)
         switch channels[key] {
         case .reading?:
+            watchesPresence.remove(key)
             shard.unsubscribe(self, from: key)
             shard.release([key])
             channels[key] = nil

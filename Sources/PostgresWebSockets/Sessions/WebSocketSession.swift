@@ -16,13 +16,16 @@ final class SessionEnvironment: Sendable {
     let durableChannels: DurableDirectory
     /// A refreshed token is refused like a handshake's when its claims are revoked.
     let revocations: Revocations
+    /// With presence on: who is on a channel, across servers.
+    let presence: PresenceWriter?
 
     init(
         publisher: any MessagePublisher, channels: ChannelSettings, limits: Limits, logger: Logger,
         keys: JWTKeyStore, offsets: OffsetSpace, durableChannels: DurableDirectory = DurableDirectory(),
-        revocations: Revocations = Revocations()
+        revocations: Revocations = Revocations(), presence: PresenceWriter? = nil
     ) {
         self.revocations = revocations
+        self.presence = presence
         self.publisher = publisher
         self.channels = channels
         self.limits = limits
@@ -50,6 +53,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Sh
     /// The channels this socket holds on its shard (so PostgreSQL LISTENs on them), with what
     /// it does on each; given back when it stops reading one, and all at teardown.
     var channels: [ChannelKey: ChannelState] = [:]
+    /// `pgws.v1` channels subscribed with `presence: true`: their joins and leaves are sent.
+    var watchesPresence: Set<ChannelKey> = []
     var machine: WebSocketStateMachine
     var flow = PublishFlow()
     private let admission: Admission
