@@ -16,6 +16,8 @@ const MAX_ENTRIES = 300;
 const MAX_CHANNEL_BYTES = 63;
 /** Tokens minted here carry this tab's id as a claim, so the page knows its own messages when they come back. */
 const TAB_ID = Math.random().toString(36).slice(2, 8);
+/** Who this tab is when no name is given: its sub and name claims (presence members are subs). */
+const GUEST_NAME = 'guest-' + TAB_ID;
 
 /** What a close code means, for a close that came without a reason. */
 const CLOSE_MEANINGS = {
@@ -69,9 +71,9 @@ async function mintToken(claims) {
   return signingInput + '.' + base64url(new Uint8Array(signature));
 }
 
-/** Claims for a socket: mode, channel, this tab, and, when `minutes` is a number, exp. */
-function makeClaims(mode, channel, minutes, nowSeconds) {
-  const claims = { mode, channel, tab: TAB_ID };
+/** Claims for a socket: mode, channel, this tab, who (sub, name), and, when `minutes` is a number, exp. */
+function makeClaims(mode, channel, minutes, nowSeconds, user) {
+  const claims = { mode, channel, tab: TAB_ID, sub: user, name: user };
   if (minutes !== null) claims.exp = Math.floor(nowSeconds + minutes * 60);
   return claims;
 }
@@ -289,6 +291,45 @@ class Pane {
 }
 
 /**
+ * The members of the page's channel: the `presence` answer, then joins and leaves as they
+ * come, keyed by id (a member with several sockets is one entry).
+ */
+class PresencePane extends Pane {
+  constructor(root) {
+    super(root);
+    this.list = root.querySelector('.members');
+    this.members = new Map();
+  }
+
+  reset(members) {
+    this.members = new Map(members.map((member) => [JSON.stringify(member.id), member]));
+    this.render();
+  }
+
+  join(member) {
+    this.members.set(JSON.stringify(member.id), member);
+    this.render();
+    this.addNote(`${this.label(member)} joined.`, 'ok');
+  }
+
+  leave(member) {
+    this.members.delete(JSON.stringify(member.id));
+    this.render();
+    this.addNote(`${this.label(member)} left.`);
+  }
+
+  label(member) {
+    const name = member.claims && typeof member.claims.name === 'string' ? member.claims.name : null;
+    return name ?? (typeof member.id === 'string' ? member.id : JSON.stringify(member.id));
+  }
+
+  render() {
+    const items = [...this.members.values()].map((member) => element('li', 'member', this.label(member)));
+    this.list.replaceChildren(...items);
+  }
+}
+
+/**
  * The envelope in `payload` when this page's connection published it: a token minted here
  * carries this tab's id (its `exp` changes with each refresh); a pasted one is recognised by
  * its claims, as they are.
@@ -320,7 +361,20 @@ function setUpPage() {
   const channelTitle = $('channel-title');
 
   const channelPane = new Pane($('pane-channel'));
+  const presencePane = new PresencePane($('pane-presence'));
+  const userInput = $('user');
+  userInput.placeholder = GUEST_NAME;
+  const revokeForm = $('revoke-form');
   const url = serverURL(window.location);
+  // `make run` serves a tiny form beside the server, on the next port, that revokes a demo
+  // user in SQL; elsewhere (tests, a server of your own) it is absent and so is the button.
+  const adminURL = `${window.location.protocol}//${window.location.hostname}:${Number(window.location.port || 80) + 1}`;
+  fetch(adminURL + '/ping').then((response) => {
+    if (!response.ok) return;
+    revokeForm.action = adminURL + '/revoke';
+    revokeForm.hidden = false;
+    revokeForm.nextElementSibling.hidden = false;
+  }, () => {});
 
   /** The page's own connection: {client, channel, mode, claims, minted, awaitingEcho}. */
   let main = null;
@@ -453,21 +507,43 @@ function setUpPage() {
         (event.exp ? `; it now expires at ${formatTime(event.exp)}.` : '.'));
     });
     client.on('error', (error) => channelPane.addNote(`${error.code}: ${error.reason}`, 'warn'));
+    $('presence-channel').textContent = `#${channel}`;
+    $('revoke-sub').value = claims && typeof claims.sub === 'string' ? claims.sub : '';
+    $('revoke-sql').textContent = `SELECT pgws.revoke('{"sub": ${JSON.stringify($('revoke-sub').value)}}', now() + interval '1 minute');`;
+    presencePane.reset([]);
+    showState(client, presencePane, () => `#${channel}`);
+    // Who is on the channel: asked after every (re)subscribe, then kept by joins and leaves.
+    const askPresence = () => {
+      client.presence(channel).then((reply) => {
+        if (main === current) presencePane.reset(reply.members);
+      }, (error) => {
+        if (main === current) presencePane.addNote(`presence: ${error.code}: ${error.reason}`, 'warn');
+      });
+    };
+    client.on('subscribed', (event) => {
+      if (event.channel === channel && event.resubscribe) askPresence();
+    });
     if (mode.includes('r')) {
-      client.subscribe(channel, (message) => {
-        if (main !== current) return;
-        // Our own message coming back: it completes the entry shown when it was sent.
-        const envelope = ownEnvelope(message.payload, current);
-        if (envelope) {
-          const index = current.awaitingEcho.findIndex((sent) => sent.text === envelope.payload);
-          if (index >= 0) {
-            current.awaitingEcho.splice(index, 1)[0].echoed(message);
-            return;
+      client.subscribe(channel, {
+        presence: true,
+        onJoin: (event) => { if (main === current) presencePane.join(event.member); },
+        onLeave: (event) => { if (main === current) presencePane.leave(event.member); },
+        onMessage: (message) => {
+          if (main !== current) return;
+          // Our own message coming back: it completes the entry shown when it was sent.
+          const envelope = ownEnvelope(message.payload, current);
+          if (envelope) {
+            const index = current.awaitingEcho.findIndex((sent) => sent.text === envelope.payload);
+            if (index >= 0) {
+              current.awaitingEcho.splice(index, 1)[0].echoed(message);
+              return;
+            }
           }
-        }
-        channelPane.addMessage(message);
-      }).catch(() => {});
+          channelPane.addMessage(message);
+        },
+      }).then(askPresence, () => {});
     } else {
+      presencePane.addNote(`Mode ${mode} does not read #${channel}: only readers are on a channel, and only they may ask who is.`);
       channelPane.addNote(`Mode ${mode} does not read #${channel}: nothing arrives here but your own messages, confirmed.`);
     }
     updateControls();
@@ -486,6 +562,7 @@ function setUpPage() {
     }
     let token = ownTokenInput.value.trim();
     const minted = token === '';
+    const user = userInput.value.trim() || GUEST_NAME;
     let claims;
     let getToken;
     if (token) {
@@ -508,7 +585,7 @@ function setUpPage() {
         expiryInput.focus();
         return;
       }
-      claims = makeClaims(mode, channel, minutes, Date.now() / 1000);
+      claims = makeClaims(mode, channel, minutes, Date.now() / 1000, user);
       try {
         token = await mintToken(claims);
       } catch (error) {
@@ -525,7 +602,7 @@ function setUpPage() {
         // Before exp the client asks for a token with the same claims and a later exp, and
         // sends it as `refresh`: the socket stays open.
         getToken = async () => {
-          const next = makeClaims(mode, channel, minutes, Date.now() / 1000);
+          const next = makeClaims(mode, channel, minutes, Date.now() / 1000, user);
           const fresh = await mintToken(next);
           showToken(fresh, next);
           return fresh;

@@ -82,6 +82,8 @@ import Testing
             $0.server.rootPath = root
             $0.channels.auditChannel = "audit"
             $0.channels.metaChannel = "server-info"
+            $0.presence.isEnabled = true
+            $0.presence.fields = ["name"]
         }) { server in
             let result = try await ChildProcess.runJSON(
                 [

@@ -161,8 +161,9 @@ import Testing
             #expect(published["type"] == .string("published"))
             #expect(published["channel"] == .string(channel))
             #expect(published["ref"] == .string("p1"))
-            // Committed before the reply: both copies are already in PostgreSQL's queue.
-            let received = try await db.notifications(count: 2, timeout: 1)
+            // Committed before the reply: both copies are in PostgreSQL's queue (how soon this
+            // session reads them depends on the machine's load, so the wait is generous).
+            let received = try await db.notifications(count: 2, timeout: 10)
             #expect(Set(received.map(\.channel)) == [channel, audit])
             let envelope = try JSONParser.parse(received[0].payload)
             #expect(envelope["event"] == .string("WebsocketMessage"))

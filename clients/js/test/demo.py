@@ -6,7 +6,8 @@ channels of sample.conf:
 
     python3 demo.py --url http://127.0.0.1:PORT/ --channel C
 
-Checks what confused people on the page before it used the client: the meta pane sees the
+Checks the presence pane (the page's user, a second visitor joining and leaving) and what
+confused people on the page before it used the client: the meta pane sees the
 audit socket open; a message sent in rw mode is one entry that turns confirmed (not "sent"
 plus its echo); the heading follows the channel when the switch happens, and entries keep
 their channel's tag; a reconnect after "Drop connection" says recovered; a read-only token's
@@ -65,9 +66,27 @@ def main() -> int:
 
                 # rw: one entry per message, pending, then confirmed, with the offset it came back with.
                 page.fill("#channel", first)
+                page.fill("#user", "Ada")
                 page.select_option("#mode", "rw")
                 page.click("#connect")
                 page.wait_for_selector(f'{CHANNEL_PANE} .state[data-kind="open"]')
+
+                # Presence: the page lists itself, then a second visitor joins and leaves.
+                page.wait_for_selector('#pane-presence .members li:has-text("Ada")')
+                check("presence lists the page's own user", True)
+                other = browser.new_page()
+                other.set_default_timeout(15000 * args.scale)
+                other.goto(args.url)
+                other.fill("#channel", first)
+                other.fill("#user", "Grace")
+                other.click("#connect")
+                page.wait_for_selector('#pane-presence .members li:has-text("Grace")')
+                check("a second visitor shows as joined", log("#pane-presence").filter(has_text="Grace joined").count() == 1)
+                other.close()
+                page.wait_for_selector('#pane-presence .log > li:has-text("Grace left")')
+                members = page.locator("#pane-presence .members li").all_text_contents()
+                check("the visitor who left is no member", members == ["Ada"], members)
+                check("no revoke button without make run's form", page.locator("#revoke-form").is_hidden())
                 check("heading names the channel", page.text_content("#channel-title") == first)
                 page.fill("#message", "hello once")
                 page.press("#message", "Enter")
