@@ -14,7 +14,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The scenarios, in the order they run.
 enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case fanout, floor, burst, v1, durable, baseline, ingest, connections, channels
+    case fanout, floor, burst, v1, durable, baseline, ingest, connections, channels, presence
 
     init?(argument: String) {
         switch argument {
@@ -38,7 +38,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Comma-separated scenarios: fanout,floor,burst,v1,durable,baseline,ingest,connections,channels (default: all)."
+            "Comma-separated scenarios: fanout,floor,burst,v1,durable,baseline,ingest,connections,channels,presence (default: all)."
     )
     var only: String? = nil
 
@@ -163,7 +163,7 @@ struct RunCommand: AsyncParsableCommand {
         for name in names {
             guard let scenario = Scenario(argument: name) else {
                 throw ValidationError(
-                    "--only: unknown scenario '\(name)' (fanout, floor, burst, v1, durable, baseline, ingest, connections, channels)"
+                    "--only: unknown scenario '\(name)' (fanout, floor, burst, v1, durable, baseline, ingest, connections, channels, presence)"
                 )
             }
             chosen.append(scenario)

@@ -43,6 +43,7 @@ final class BenchContext {
         case .ingest: try await runIngest()
         case .connections: try await runConnections()
         case .channels: try await runManyChannels()
+        case .presence: try await runPresence()
         }
     }
 

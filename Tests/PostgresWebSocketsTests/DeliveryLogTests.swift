@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOEmbedded
+import Synchronization
 import Testing
 
 @testable import PostgresWebSockets
@@ -47,7 +48,7 @@ private final class FakeMember: ShardMember {
     let readChannels: [ChannelKey]
     let encoding = FrameEncoding.raw
     var replies: [String] = []
-    let logger = SocketLog(logger: Logger(label: "fake") { _ in SwiftLogNoOpLogHandler() }, socketID: 0)
+    let logger: SocketLog
     var writable = true
     /// Frames it takes before its queue is full again (nil: no limit).
     var budget: Int? = nil
@@ -56,8 +57,9 @@ private final class FakeMember: ShardMember {
     var claimsPrefix: [UInt8]
     var revokedWith: CloseReason? = nil
 
-    init(_ channels: [String], claims: String = "{}") {
+    init(_ channels: [String], claims: String = "{}", socketID: Int = 0) {
         readChannels = channels.map(ChannelKey.init)
+        logger = SocketLog(logger: Logger(label: "fake") { _ in SwiftLogNoOpLogHandler() }, socketID: socketID)
         claimsPrefix = Envelope.claimsPrefix(try! JSONParser.parse(claims))
     }
 
@@ -90,9 +92,10 @@ private final class ShardHarness {
     private var sequence: UInt64 = 0
     var nextSequence: UInt64 { sequence }
 
-    init(maxBytes: Int = 1 << 20) {
+    init(maxBytes: Int = 1 << 20, presence: PresenceBook? = nil) {
         shard = LoopShard(
-            eventLoop: loop, registry: ListenRegistry(status: DatabaseStatus()), window: (maxBytes, .seconds(30)))
+            eventLoop: loop, registry: ListenRegistry(status: DatabaseStatus()), window: (maxBytes, .seconds(30)),
+            presence: presence)
     }
 
     func open(_ member: FakeMember) {
@@ -193,6 +196,41 @@ struct LoopShardDeliveryTests {
         harness.shard.disconnect(matching: try! JSONParser.parse(#"{"sub":"bob"}"#), reason: .revoked("you too"))
         #expect(bob.revokedWith?.code == 3003 && bob.revokedWith?.text == "you too")
         #expect(anonymous.revokedWith == nil)
+    }
+}
+
+@Suite("LoopShard presence")
+struct LoopShardPresenceTests {
+    static func changes(_ book: PresenceBook) -> [String] {
+        book.takeChanges().map { "\($0.key.socket) \($0.key.channel) \($0.row == nil ? "left" : "on")" }.sorted()
+    }
+
+    @Test("members are reported as they start and stop reading; watchers get joins and are counted until they go")
+    func reportsAndWatchers() {
+        let book = PresenceBook(settings: PresenceSettings())
+        let harness = ShardHarness(presence: book)
+        let alice = FakeMember(["a", "b"], claims: #"{"sub":"alice"}"#, socketID: 1)
+        let bob = FakeMember(["a"], claims: #"{"sub":"bob"}"#, socketID: 2)
+        harness.open(alice)
+        harness.open(bob)
+        #expect(Self.changes(book) == ["1 a on", "1 b on", "2 a on"])
+        harness.shard.subscribe(alice, to: ChannelKey("a"))
+        #expect(Self.changes(book).isEmpty, "subscribing again is no new row")
+
+        harness.shard.watchPresence(alice, of: ChannelKey("a"), true)
+        harness.shard.watchPresence(alice, of: ChannelKey("a"), true)
+        harness.shard.watchPresence(bob, of: ChannelKey("b"), true)  // bob does not read b
+        #expect(book.watchers.load(ordering: .relaxed) == 1)
+        harness.shard.presenceChanged(ChannelKey("a"), frame: ByteBuffer(string: "join"))
+        harness.shard.presenceChanged(ChannelKey("b"), frame: ByteBuffer(string: "elsewhere"))
+        #expect(alice.received == ["reply:join"] && bob.received.isEmpty)
+
+        harness.shard.unsubscribe(alice, from: ChannelKey("b"))
+        #expect(Self.changes(book) == ["1 b left"])
+        harness.shard.remove(alice)
+        #expect(book.watchers.load(ordering: .relaxed) == 0, "closing unwatches")
+        #expect(Self.changes(book) == ["1 a left"])
+        #expect(book.members(of: "a").map(\.id) == [#""bob""#])
     }
 }
 

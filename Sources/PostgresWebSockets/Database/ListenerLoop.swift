@@ -310,6 +310,7 @@ struct ListenerLoop<Sink: NotificationSink> {
             if channelBytes.elementsEqual(RevocationSignal.channelBytes) {
                 revocationSignal(Array(payloadBytes))
             } else if let watchers = listener.presenceWatchers, channelBytes.elementsEqual(PresenceSignal.channelBytes) {
+                guard watchers.isWatched else { return }
                 if let signal = PresenceSignal(payload: Array(payloadBytes)) {
                     watchers.presenceChanged(signal)
                 } else {

@@ -41,5 +41,8 @@ struct PresenceSignal: Equatable {
 
 /// Where the listener hands presence changes: the hub, which tells the sockets watching.
 protocol PresenceWatchers: Sendable {
+    /// Whether any socket of this server wants joins and leaves now; signals that arrive
+    /// while none does are dropped unread.
+    var isWatched: Bool { get }
     func presenceChanged(_ signal: PresenceSignal)
 }

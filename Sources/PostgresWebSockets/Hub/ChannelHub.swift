@@ -15,6 +15,8 @@ final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Presence
     private let inboxes: [ShardInbox]
     private let backlog = WatermarkedLevel(ChannelHub.backlogMarks)
     private let routing: ListenChannelRouting
+    /// With presence on: counts the sockets that watch joins and leaves.
+    private let presence: PresenceBook?
     /// One epoch for every loop: an offset means the same whichever loop a client lands on.
     let offsets: OffsetSpace
     /// The sequence of the next notification; only the listener thread advances it.
@@ -26,6 +28,7 @@ final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Presence
         routing: ListenChannelRouting, store: (any DurableReading)? = nil, presence: PresenceBook? = nil
     ) {
         self.routing = routing
+        self.presence = presence
         let offsets = OffsetSpace()
         self.offsets = offsets
         shards = group.makeIterator().map { loop in
@@ -100,6 +103,8 @@ final class ChannelHub: NotificationSink, PausedWriters, SocketRevoker, Presence
     }
 
     // MARK: - PresenceWatchers
+
+    var isWatched: Bool { (presence?.watchers.load(ordering: .relaxed) ?? 0) > 0 }
 
     func presenceChanged(_ signal: PresenceSignal) {
         var writer = JSONWriter(capacity: 128)

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 
 /// Counts of what a loop's shard did, in plain integers only its loop touches; `/metrics`
 /// sums them over the loops when it is scraped.
@@ -153,13 +154,17 @@ final class LoopShard {
     func watchPresence(_ member: any ShardMember, of key: ChannelKey, _ watching: Bool) {
         let id = ObjectIdentifier(member)
         guard watching else { return unwatchPresence(id, of: key) }
-        guard presence != nil, members[id] != nil else { return }
-        presenceWatchers[key, default: []].insert(id)
+        // Only a member reading the channel: its removal unwatches exactly the lists it reads.
+        guard let presence, let record = members[id], let list = channels[key], record.reads(list),
+            presenceWatchers[key, default: []].insert(id).inserted
+        else { return }
+        presence.watchers.add(1, ordering: .relaxed)
     }
 
     private func unwatchPresence(_ id: ObjectIdentifier, of key: ChannelKey) {
-        presenceWatchers[key]?.remove(id)
+        guard presenceWatchers[key]?.remove(id) != nil else { return }
         if presenceWatchers[key]?.isEmpty == true { presenceWatchers[key] = nil }
+        presence?.watchers.subtract(1, ordering: .relaxed)
     }
 
     /// A join or leave on `key`, from any server: to its watchers, after what they wait for.

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// Which sockets of this server are on which channel, for `pgws.presence`: the loop shards
 /// write it as sockets start and stop reading channels, the `PresenceWriter` takes what
@@ -24,6 +25,9 @@ final class PresenceBook: Sendable {
     }
 
     let settings: PresenceSettings
+    /// Sockets of this server that asked for joins and leaves (`presence: true`), on any
+    /// channel: while none did, the listener drops presence signals unread.
+    let watchers = Atomic<Int>(0)
     /// Signalled when the first change after a batch arrives.
     let wake = WakeSignal()
     private let state = NIOLockedValueBox(State())
