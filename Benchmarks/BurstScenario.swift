@@ -10,7 +10,8 @@ extension BenchContext {
     func runBurst() async throws {
         let s = sizes
         // The 1008 close of the stalled socket is logged at info; the bench reads it in the log.
-        try await withServer("burst", environment: serverEnvironment.merging(["PGWS_LOG_LEVEL": "info"]) { $1 }) { server in
+        try await withServer("burst", environment: serverEnvironment.merging(["PGWS_LOG_LEVEL": "info"]) { $1 }) {
+            server in
             let channel = channel("burst")
             let ordinary = s.burstSockets - s.burstSlow - 1
             try await withWorkers(spec(port: server.port, channel: channel, count: ordinary)) { fleet, _ in

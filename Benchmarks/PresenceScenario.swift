@@ -43,7 +43,8 @@ extension BenchContext {
             report.add(
                 "presence", "\(name): on / off", on.flatMap { on in off.map { on / $0 } }, "×",
                 target: name == "handshakes" ? .atLeast(0.85) : nil,
-                method: "the two rows above; presence on: a pgws.presence row and a join per socket, written in batches")
+                method: "the two rows above; presence on: a pgws.presence row and a join per socket, written in batches"
+            )
         }
         rows("handshakes", handshakes, what: "sockets / (last 101 - first connect)")
         rows("churn", cycles, what: "sockets / (first connect - last socket closed): open and close")

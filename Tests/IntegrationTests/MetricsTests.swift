@@ -84,7 +84,9 @@ import Testing
             #expect(after["pgws_notify_queue_depth"] == 0)
             #expect(after["pgws_database_outage_seconds_total"] == 0)
             let buckets = after.keys.filter { $0.hasPrefix("pgws_delivery_latency_seconds_bucket") }
-            #expect(after[#"pgws_delivery_latency_seconds_bucket{le="+Inf"}"#] == after["pgws_delivery_latency_seconds_count"])
+            #expect(
+                after[#"pgws_delivery_latency_seconds_bucket{le="+Inf"}"#]
+                    == after["pgws_delivery_latency_seconds_count"])
             #expect(buckets.count == 13)
 
             let channels = try JSONParser.parse(try await HTTPGet.fetch(port: port, path: "/channels").body)

@@ -28,10 +28,11 @@ import Testing
         }
 
         /// The next change of the channel: its type and member id.
-        func next(timeout: Double = 10) async throws -> (type: String, id: String) {
+        func next(timeout: Double = patience(10)) async throws -> (type: String, id: String) {
             let deadline = Deadline(seconds: timeout)
             while true {
-                let signal = try JSONParser.parse(try await db.nextNotification(timeout: try deadline.remaining()).payload)
+                let signal = try JSONParser.parse(
+                    try await db.nextNotification(timeout: try deadline.remaining()).payload)
                 guard signal["channel"]?.stringValue == channel else { continue }
                 return (
                     signal["type"]?.stringValue ?? "", signal["member"]?["id"]?.stringValue ?? "?"
@@ -41,7 +42,9 @@ import Testing
     }
 
     /// A v1 socket's next join or leave: its type and member.
-    static func nextChange(_ socket: WebSocketClient, timeout: Double = 10) async throws -> (type: String, member: JSONValue) {
+    static func nextChange(_ socket: WebSocketClient, timeout: Double = patience(10)) async throws -> (
+        type: String, member: JSONValue
+    ) {
         let deadline = Deadline(seconds: timeout)
         while true {
             let frame = try await socket.nextJSON(timeout: try deadline.remaining())
@@ -62,7 +65,9 @@ import Testing
                 let alice = uniqueChannel("alice")
                 let bob = uniqueChannel("bob")
                 let carol = uniqueChannel("carol")
-                let aliceToken = Self.token([("sub", .string(alice)), ("name", .string("Alice")), ("secret", .string("s"))])
+                let aliceToken = Self.token([
+                    ("sub", .string(alice)), ("name", .string("Alice")), ("secret", .string("s")),
+                ])
                 let bobToken = Self.token([("sub", .string(bob))])
 
                 let watcher = try await WebSocketClient.connectV1(port: first.port, path: "/", token: aliceToken)
@@ -81,11 +86,11 @@ import Testing
                 // Bob's second socket is no new member; his first one closing is no leave.
                 let bobOnFirst = try await first.connect("/\(channel)/\(bobToken)")
                 let rows = "SELECT count(*) FROM pgws.presence WHERE channel = $1 AND member_id = to_jsonb($2::text)"
-                try await waitUntil(timeout: 10, "bob's two rows") {
+                try await waitUntil(timeout: patience(10), "bob's two rows") {
                     try await db.query(rows, [channel, bob]).first?.first == "2"
                 }
                 try await bobOnSecond.close()
-                try await waitUntil(timeout: 10, "bob's first row gone") {
+                try await waitUntil(timeout: patience(10), "bob's first row gone") {
                     try await db.query(rows, [channel, bob]).first?.first == "1"
                 }
                 // Committed after that removal: a leave of bob would come before this join.
@@ -98,7 +103,9 @@ import Testing
                 try await asker.send(json: #"{"type":"presence","channel":"\#(channel)","ref":"p"}"#)
                 let answer = try await asker.next(type: "presence")
                 #expect(answer["ref"] == .string("p") && answer["channel"] == .string(channel))
-                guard case .array(let members)? = answer["members"] else { throw WaitTimeout(what: "members in \(answer)") }
+                guard case .array(let members)? = answer["members"] else {
+                    throw WaitTimeout(what: "members in \(answer)")
+                }
                 let ids = Set(members.compactMap { $0["id"]?.stringValue })
                 #expect(ids == [alice, bob, carol], "\(answer)")
 
@@ -164,7 +171,7 @@ import Testing
             _ = try await doomed.waitForExit()
             _ = socket
             // The survivor's heartbeat finds the dead server's silent past `staleAfter` (20 s).
-            #expect(try await signals.next(timeout: 40) == ("leave", eve))
+            #expect(try await signals.next(timeout: patience(40)) == ("leave", eve))
             let left = try await signals.db.query("SELECT count(*) FROM pgws.presence WHERE channel = $1", [channel])
             #expect(left.first?.first == "0")
             _ = survivor

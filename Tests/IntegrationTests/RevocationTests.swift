@@ -131,7 +131,8 @@ import Testing
             _ = try await db.query(
                 "SELECT pgws.revoke($1::jsonb, now() + interval '1 hour')", [#"{"sub":"\#(uniqueChannel("x"))"}"#])
             #expect(
-                try await db.query("SELECT count(*) FROM pgws.revocations WHERE filter = $1::jsonb", [#"{"sub":"\#(gus)"}"#])
+                try await db.query(
+                    "SELECT count(*) FROM pgws.revocations WHERE filter = $1::jsonb", [#"{"sub":"\#(gus)"}"#])
                     == [["0"]])
         }
     }
@@ -165,7 +166,8 @@ import Testing
             switch Int.random(in: 0..<4, using: &random) {
             case 0: return .array((0..<Int.random(in: 0...3, using: &random)).map { _ in value(depth: depth - 1) })
             case 1:
-                let keys = ["sub", "team", "roles"].shuffled(using: &random).prefix(Int.random(in: 0...3, using: &random))
+                let keys = ["sub", "team", "roles"].shuffled(using: &random).prefix(
+                    Int.random(in: 0...3, using: &random))
                 return .object(keys.map { ($0, value(depth: depth - 1)) })
             default: return scalar()
             }
@@ -183,15 +185,19 @@ import Testing
         #expect(rows.count == claims.count)
         var disagreements: [String] = []
         for (index, row) in rows.enumerated() where (row.first == "true") != claims[index].contains(filters[index]) {
-            disagreements.append("\(claims[index].serialized) @> \(filters[index].serialized): PostgreSQL \(row[0] ?? "NULL")")
+            disagreements.append(
+                "\(claims[index].serialized) @> \(filters[index].serialized): PostgreSQL \(row[0] ?? "NULL")")
         }
         #expect(disagreements.isEmpty, "\(disagreements.prefix(5))")
     }
 
     /// A PostgreSQL array literal of jsonb texts.
     static func arrayLiteral(_ values: [JSONValue]) -> String {
-        "{" + values.map { value in
-            "\"" + value.serialized.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }.joined(separator: ",") + "}"
+        "{"
+            + values.map { value in
+                "\""
+                    + value.serialized.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                        of: "\"", with: "\\\"") + "\""
+            }.joined(separator: ",") + "}"
     }
 }

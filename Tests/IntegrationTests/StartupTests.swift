@@ -88,9 +88,11 @@ import Testing
             #expect(object["level"]?.stringValue != nil, "\(line)")
             #expect(object["message"]?.stringValue != nil, "\(line)")
         }
-        let listening = try JSONParser.parse(try #require(lines.first { $0.contains("postgres-websockets listening") }).description)
+        let listening = try JSONParser.parse(
+            try #require(lines.first { $0.contains("postgres-websockets listening") }).description)
         #expect(listening["port"] == .string("\(server.port)"))
-        #expect(lines.contains { (try? JSONParser.parse(String($0)))?["socket_id"] != nil }, "socket lines carry socket_id")
+        #expect(
+            lines.contains { (try? JSONParser.parse(String($0)))?["socket_id"] != nil }, "socket lines carry socket_id")
         #expect(!server.log.contains(token))
     }
 }

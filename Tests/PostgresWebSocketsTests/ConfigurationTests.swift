@@ -412,7 +412,8 @@ struct ConfigurationLoadTests {
             loadError(environment: required.merging(["PGWS_POOL_SIZE": "0"]) { $1 })
                 == "PGWS_POOL_SIZE must be a whole number from 1 to 64, got '0'")
         #expect(loadError(base + "max-message-size = 1048577")?.contains("from 1 to 1048576") == true)
-        #expect(loadError(base + "durable = sometimes") == "test.conf:3: durable must be off, on or check, got 'sometimes'")
+        #expect(
+            loadError(base + "durable = sometimes") == "test.conf:3: durable must be off, on or check, got 'sometimes'")
         #expect(loadError(base + "max-socket-buffer = 1023")?.contains("max-socket-buffer") == true)
         #expect(loadError(base + "max-lag = 1048575")?.contains("max-lag") == true)
         #expect(loadError(base + "max-lag-seconds = 0")?.contains("max-lag-seconds") == true)

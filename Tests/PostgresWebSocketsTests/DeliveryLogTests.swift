@@ -301,7 +301,8 @@ struct LoopShardPropertyTests {
                     member.writable = random.next() % 2 == 0
                     harness.shard.add(member)
                     harness.shard.hold([ChannelKey("a")]) {}
-                    harness.shard.subscribe(member, to: ChannelKey("a"), since: since(lastSeen),
+                    harness.shard.subscribe(
+                        member, to: ChannelKey("a"), since: since(lastSeen),
                         reply: { _, _ in ByteBuffer(string: "subscribed") })
                     resumer = member
                 }
@@ -314,7 +315,8 @@ struct LoopShardPropertyTests {
             let member = FakeMember(["a"])
             harness.shard.add(member)
             harness.shard.hold([ChannelKey("a")]) {}
-            harness.shard.subscribe(member, to: ChannelKey("a"), since: since(lastSeen),
+            harness.shard.subscribe(
+                member, to: ChannelKey("a"), since: since(lastSeen),
                 reply: { _, _ in ByteBuffer(string: "subscribed") })
             resumer = member
         }

@@ -42,7 +42,9 @@ struct ListenStateMachineTests {
         #expect(machine.listeningCount == 0)
     }
 
-    @Test("a channel is LISTENed without a break from the notification count of its LISTEN until it is UNLISTENed or the connection is lost")
+    @Test(
+        "a channel is LISTENed without a break from the notification count of its LISTEN until it is UNLISTENed or the connection is lost"
+    )
     func listenedSince() {
         var machine = ListenStateMachine<Int>()
         machine.connected()
@@ -102,7 +104,8 @@ struct ListenStateMachineTests {
         #expect(unlisten.unlisten == keys("a"))
         _ = machine.acquire(keys("a"))
         #expect(machine.whenListening(keys("a"), 7) == .wait, "PostgreSQL still lists it, but not for long")
-        #expect(machine.syncSucceeded(received: 0) == [], "the UNLISTEN went through: the waiter must wait for the LISTEN")
+        #expect(
+            machine.syncSucceeded(received: 0) == [], "the UNLISTEN went through: the waiter must wait for the LISTEN")
         let rest = settle(&machine)
         #expect(rest.syncs == [.init(listen: keys("a"))])
         #expect(rest.ready == [7])

@@ -8,22 +8,24 @@ private func json(_ text: String) -> JSONValue {
 
 @Suite("jsonb containment")
 struct JSONContainmentTests {
-    @Test("objects, arrays and scalars contain as PostgreSQL's @> does", arguments: [
-        (#"{"sub":"a","mode":"r"}"#, #"{"sub":"a"}"#, true),
-        (#"{"sub":"a"}"#, #"{"sub":"b"}"#, false),
-        (#"{"sub":"a"}"#, #"{}"#, true),
-        (#"{"sub":"a"}"#, #"{"sub":"a","team":"t"}"#, false),
-        (#"{"roles":["admin","dev"]}"#, #"{"roles":["dev"]}"#, true),
-        (#"{"roles":["admin","dev"]}"#, #"{"roles":["ops"]}"#, false),
-        (#"{"roles":["admin"]}"#, #"{"roles":"admin"}"#, false),
-        (#"{"org":{"id":7,"name":"x"}}"#, #"{"org":{"id":7}}"#, true),
-        (#"{"org":{"id":7}}"#, #"{"org":{"id":7.0}}"#, true),
-        (#"{"org":{"id":7}}"#, #"{"org":{"id":"7"}}"#, false),
-        (#"{"a":[[1,2],[3]]}"#, #"{"a":[[2]]}"#, true),
-        (#"["a","b"]"#, #""a""#, true),
-        (#"{"flag":true}"#, #"{"flag":true}"#, true),
-        (#"{"flag":null}"#, #"{"flag":false}"#, false),
-    ])
+    @Test(
+        "objects, arrays and scalars contain as PostgreSQL's @> does",
+        arguments: [
+            (#"{"sub":"a","mode":"r"}"#, #"{"sub":"a"}"#, true),
+            (#"{"sub":"a"}"#, #"{"sub":"b"}"#, false),
+            (#"{"sub":"a"}"#, #"{}"#, true),
+            (#"{"sub":"a"}"#, #"{"sub":"a","team":"t"}"#, false),
+            (#"{"roles":["admin","dev"]}"#, #"{"roles":["dev"]}"#, true),
+            (#"{"roles":["admin","dev"]}"#, #"{"roles":["ops"]}"#, false),
+            (#"{"roles":["admin"]}"#, #"{"roles":"admin"}"#, false),
+            (#"{"org":{"id":7,"name":"x"}}"#, #"{"org":{"id":7}}"#, true),
+            (#"{"org":{"id":7}}"#, #"{"org":{"id":7.0}}"#, true),
+            (#"{"org":{"id":7}}"#, #"{"org":{"id":"7"}}"#, false),
+            (#"{"a":[[1,2],[3]]}"#, #"{"a":[[2]]}"#, true),
+            (#"["a","b"]"#, #""a""#, true),
+            (#"{"flag":true}"#, #"{"flag":true}"#, true),
+            (#"{"flag":null}"#, #"{"flag":false}"#, false),
+        ])
     func containment(container: String, filter: String, expected: Bool) {
         #expect(json(container).contains(json(filter)) == expected)
     }
@@ -79,7 +81,10 @@ struct RevocationsTests {
         #expect(
             RevocationSignal(payload: Array(#"{"until": 1796046307.5, "filter": {}, "reason": "token revoked"}"#.utf8))
                 == RevocationSignal(filter: json("{}"), reason: "token revoked", until: 1_796_046_307.5))
-        for bad in [#"{"filter": [1], "reason": "x"}"#, #"{"filter": {}}"#, #"{"filter": {}, "reason": "x", "until": "soon"}"#, "nope"] {
+        for bad in [
+            #"{"filter": [1], "reason": "x"}"#, #"{"filter": {}}"#, #"{"filter": {}, "reason": "x", "until": "soon"}"#,
+            "nope",
+        ] {
             #expect(RevocationSignal(payload: Array(bad.utf8)) == nil, "\(bad)")
         }
     }

@@ -51,7 +51,8 @@ extension ListenerLoop {
             sendChannelStatements(conn, "UNLISTEN", channels.map(DurableStreams.signalChannel), as: command)
         case .baseline(let channels, _):
             send(
-                conn, "SELECT c.name, pgws.newest_offset(c.name) FROM pgws.channels AS c WHERE c.name = ANY($1::text[])",
+                conn,
+                "SELECT c.name, pgws.newest_offset(c.name) FROM pgws.channels AS c WHERE c.name = ANY($1::text[])",
                 parameters: [Self.textArray(channels.map(\.name))], as: .durable(command, rows: []))
         case .read(let channel, let after, let through):
             send(

@@ -309,7 +309,8 @@ struct ListenerLoop<Sink: NotificationSink> {
             let payloadBytes = UnsafeRawBufferPointer(start: payload, count: strlen(payload))
             if channelBytes.elementsEqual(RevocationSignal.channelBytes) {
                 revocationSignal(Array(payloadBytes))
-            } else if let watchers = listener.presenceWatchers, channelBytes.elementsEqual(PresenceSignal.channelBytes) {
+            } else if let watchers = listener.presenceWatchers, channelBytes.elementsEqual(PresenceSignal.channelBytes)
+            {
                 guard watchers.isWatched else { return }
                 if let signal = PresenceSignal(payload: Array(payloadBytes)) {
                     watchers.presenceChanged(signal)

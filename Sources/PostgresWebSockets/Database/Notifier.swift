@@ -273,7 +273,8 @@ final class Notifier: Service, DatabaseStatusObserver, Sendable {
                 }
                 if result.isSuccess {
                     if outcome == nil {
-                        outcome = .success(durable ? (0..<result.rowCount).map { result.value(row: $0, column: 0) } : [])
+                        outcome = .success(
+                            durable ? (0..<result.rowCount).map { result.value(row: $0, column: 0) } : [])
                     }
                 } else {
                     let state = result.sqlState

@@ -26,7 +26,9 @@ struct RequestHead {
 
     /// The elements of every comma-separated field named `name`, trimmed, empty ones dropped.
     func listValues(_ name: String) -> [Substring] {
-        values(name).flatMap { $0.split(byte: UInt8(ascii: ","), omittingEmpty: true).map { $0.trimming() }.filter { !$0.isEmpty } }
+        values(name).flatMap {
+            $0.split(byte: UInt8(ascii: ","), omittingEmpty: true).map { $0.trimming() }.filter { !$0.isEmpty }
+        }
     }
 
     /// Whether a comma-separated field (Connection, Upgrade) lists `token` (lowercase).

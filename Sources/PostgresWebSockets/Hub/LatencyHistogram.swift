@@ -4,7 +4,9 @@ import NIOCore
 /// fan-out path pays a comparison or four and an increment per notification, no atomic.
 public struct LatencyHistogram: Equatable, Sendable {
     /// Upper bounds, in seconds.
-    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+    public static let bounds: [Double] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+    ]
     private static let boundsNanoseconds: [Int64] = bounds.map { Int64($0 * 1e9) }
 
     /// Per bucket (the last: above every bound).

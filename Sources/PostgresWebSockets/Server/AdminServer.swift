@@ -44,7 +44,8 @@ final class AdminServer: Service, Sendable {
         }
         let port = channel.localAddress?.port ?? 0
         bound.succeed(port)
-        server.logger.log(.notice, "metrics and admin endpoints listening", [.host: "\(settings.host)", .port: "\(port)"])
+        server.logger.log(
+            .notice, "metrics and admin endpoints listening", [.host: "\(settings.host)", .port: "\(port)"])
         try? await gracefulShutdown()
         try? await channel.close()
     }
@@ -141,7 +142,8 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         let response = HTTPResponseHead(version: request.version, status: status, headers: headers)
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         if request.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+            context.write(
+                wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         }
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }

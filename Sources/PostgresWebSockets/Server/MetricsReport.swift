@@ -47,14 +47,20 @@ struct MetricsReport {
         var text = PrometheusText()
         text.labelled(
             "pgws_open_sockets", .gauge, "Open sockets by protocol.", label: "protocol",
-            [("raw", FrameEncoding.raw), ("pgws.v1", .v1), ("sse", .sse)].map { ($0.0, Double(shards.sockets[$0.1] ?? 0)) })
+            [("raw", FrameEncoding.raw), ("pgws.v1", .v1), ("sse", .sse)].map {
+                ($0.0, Double(shards.sockets[$0.1] ?? 0))
+            })
         text.labelled(
-            "pgws_handshakes_total", .counter, "Handshakes (WebSocket and event stream) by outcome: accepted or the refusal.",
+            "pgws_handshakes_total", .counter,
+            "Handshakes (WebSocket and event stream) by outcome: accepted or the refusal.",
             label: "outcome", server.handshakeOutcomes.snapshot.map { ($0.0, Double($0.1)) })
         let counters = shards.counters
-        text.counter("pgws_deliveries_total", "Frames written to sockets, live and replayed.", Double(counters.delivered))
+        text.counter(
+            "pgws_deliveries_total", "Frames written to sockets, live and replayed.", Double(counters.delivered))
         text.counter("pgws_delivered_bytes_total", "Bytes of the frames written to sockets.", Double(counters.bytesOut))
-        text.counter("pgws_replayed_total", "Frames written from the delivery log or a durable table.", Double(counters.replayed))
+        text.counter(
+            "pgws_replayed_total", "Frames written from the delivery log or a durable table.", Double(counters.replayed)
+        )
         text.counter(
             "pgws_slow_client_closes_total", "Sockets closed because they fell out of the delivery window.",
             Double(counters.cutOff))
@@ -63,7 +69,8 @@ struct MetricsReport {
         text.counter(
             "pgws_client_messages_committed_total", "Client messages PostgreSQL committed.", Double(messages.committed))
         text.gauge(
-            "pgws_notify_queue_depth", "Messages and events waiting for PostgreSQL.", Double(server.notifier.queuedCount))
+            "pgws_notify_queue_depth", "Messages and events waiting for PostgreSQL.",
+            Double(server.notifier.queuedCount))
         let batches = server.notifier.committedBatchSizes
         text.histogram(
             "pgws_notify_batch_size", "Messages per NOTIFY batch committed.", bounds: batches.bounds,
@@ -72,7 +79,8 @@ struct MetricsReport {
         text.counter(
             "pgws_database_outage_seconds_total", "Seconds the database was unreachable after having been up.",
             server.status.outageSeconds)
-        text.gauge("pgws_listened_channels", "Channels the listener LISTENs on.", Double(server.registry.listeningCount))
+        text.gauge(
+            "pgws_listened_channels", "Channels the listener LISTENs on.", Double(server.registry.listeningCount))
         text.histogram(
             "pgws_delivery_latency_seconds",
             "From a notification's arrival at the server to the pass of its event loop that writes it.",

@@ -144,7 +144,8 @@ final class EventStreamSession: ChannelInboundHandler, RemovableChannelHandler, 
     /// Ends the stream after an `event: revoked` whose data is the reason, so that the
     /// client knows not to reconnect with the same token.
     func revoke(_ reason: CloseReason) {
-        logger.log(.info, "ending revoked event stream", [.closeCode: "\(reason.code)", .closeReason: "\(reason.text)"])
+        logger.log(
+            .info, "ending revoked event stream", [.closeCode: "\(reason.code)", .closeReason: "\(reason.text)"])
         let data = reason.text.map { $0 == "\n" || $0 == "\r" ? " " : String($0) }.joined()
         deliverReply(ByteBuffer(string: "event: revoked\ndata: \(data)\n\n"))
         end()

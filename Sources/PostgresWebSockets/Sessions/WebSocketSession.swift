@@ -313,4 +313,3 @@ struct SessionHandle: Sendable {
         session.eventLoop.execute { body(session.value) }
     }
 }
-

@@ -8,7 +8,8 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
     let count = bytes.count
     var index = 0
     while index < count {
-        if index + 8 <= count, bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+        if index + 8 <= count, bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 == 0
+        {
             index += 8
             continue
         }
