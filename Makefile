@@ -39,9 +39,11 @@ test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	PGWS_TEST_SANITIZER=thread $(SWIFT) test --skip-build $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan
 
-# The same suite built with AddressSanitizer (leaks included), in its own build folder.
+# The same suite built with AddressSanitizer (leaks included), in its own build folder;
+# scripts/lsan.supp lists the leaks inside libraries that LeakSanitizer is told to ignore.
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
 	PGWS_TEST_SANITIZER=address $(SWIFT) test --skip-build $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan
 
 # Every fuzz target (Fuzz/) for FUZZ_SECONDS seconds, built with libFuzzer and AddressSanitizer

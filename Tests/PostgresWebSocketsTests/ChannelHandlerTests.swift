@@ -18,9 +18,15 @@ private func token(_ claims: String) -> String {
 
 /// A server's shared parts on an `EmbeddedEventLoop`, without threads: the database counts
 /// as down (nothing runs the listener), so handshakes do not wait for a LISTEN.
-private struct Harness {
+private final class Harness {
     let loop = EmbeddedEventLoop()
     let server: ServerContext
+    /// Closed when the test is done: an open pipeline keeps its handlers alive (LeakSanitizer).
+    private var channels: [EmbeddedChannel] = []
+
+    deinit {
+        for channel in channels { _ = try? channel.finish(acceptAlreadyClosed: true) }
+    }
 
     init(_ configure: (inout Configuration) -> Void = { _ in }) {
         var configuration = Configuration(databaseURI: "unused", jwtSecret: secret)
@@ -41,6 +47,7 @@ private struct Harness {
 
     func connection() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel(handler: HTTPHandler(server: server), loop: loop)
+        channels.append(channel)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }

@@ -92,6 +92,12 @@ private final class ShardHarness {
     private var sequence: UInt64 = 0
     var nextSequence: UInt64 { sequence }
 
+    deinit {
+        // A member and the lists it reads refer to each other until it is removed, as a
+        // closing socket removes itself (LeakSanitizer otherwise reports every one).
+        for record in Array(shard.members.values) { shard.remove(record.member) }
+    }
+
     init(maxBytes: Int = 1 << 20, presence: PresenceBook? = nil) {
         shard = LoopShard(
             eventLoop: loop, registry: ListenRegistry(status: DatabaseStatus()), window: (maxBytes, .seconds(30)),

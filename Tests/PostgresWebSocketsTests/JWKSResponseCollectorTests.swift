@@ -16,6 +16,11 @@ struct JWKSResponseCollectorTests {
         let channel: EmbeddedChannel
         private(set) var outcome: Result<JWKSHTTPResponse, JWKSFetchFailure>?
 
+        deinit {
+            // An open pipeline keeps its handlers alive (LeakSanitizer).
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+        }
+
         init(
             url: String = "http://127.0.0.1:8080/keys", maxBodyBytes: Int = 1 << 20, timeout: TimeAmount = .seconds(10)
         )
@@ -29,8 +34,9 @@ struct JWKSResponseCollectorTests {
                 JWKSResponseCollector(
                     request: client.requestHead, maxBodyBytes: maxBodyBytes, deadline: loop.now + timeout,
                     timeout: timeout, promise: promise))
-            promise.futureResult.assumeIsolated().whenComplete { result in
-                self.outcome = result.mapError { JWKSFetchFailure($0) }  // as the client maps it
+            // Weak: the channel's pipeline holds the promise, and the fetch holds the channel.
+            promise.futureResult.assumeIsolated().whenComplete { [weak self] result in
+                self?.outcome = result.mapError { JWKSFetchFailure($0) }  // as the client maps it
             }
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
         }

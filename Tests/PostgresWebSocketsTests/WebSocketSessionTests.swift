@@ -50,7 +50,7 @@ private final class ReadCounter: ChannelOutboundHandler {
     }
 }
 
-private struct SessionHarness {
+private final class SessionHarness {
     let loop = EmbeddedEventLoop()
     let channel: EmbeddedChannel
     let shard: LoopShard
@@ -79,6 +79,11 @@ private struct SessionHarness {
         try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(session)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    deinit {
+        // An open pipeline keeps the session alive (LeakSanitizer).
+        _ = try? channel.finish(acceptAlreadyClosed: true)
     }
 
     func send(_ text: String) throws {
