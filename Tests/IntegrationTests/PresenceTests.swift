@@ -178,6 +178,26 @@ import Testing
         }
     }
 
+    @Test func presenceRequestsDuringAnOutageAreAnsweredUnavailable() async throws {
+        let cluster = try await TemporaryPostgres.start()
+        defer { cluster.stop() }
+        try await TestServer.with(databaseURI: cluster.uri, Self.presence) { server in
+            let socket = try await WebSocketClient.connectV1(
+                port: server.port, path: "/", token: Self.token([("sub", .string("z"))]))
+            try await cluster.stopServer()
+            try await server.log.waitForRecord(with: [.database: "lost"])
+            try await socket.send(json: #"{"type":"presence","channel":"room","ref":"q"}"#)
+            let error = try await socket.next(type: "error")
+            #expect(error["code"] == .string("unavailable") && error["ref"] == .string("q"), "\(error)")
+            let adminPort = try #require(try await server.bridge.metricsPort())
+            #expect(try await HTTPGet.fetch(port: adminPort, path: "/channels/room/presence").status == 503)
+            try await cluster.startServerAgain()
+            await server.bridge.waitUntilDatabaseUp()
+            try await socket.send(json: #"{"type":"presence","channel":"room","ref":"r"}"#)
+            #expect(try await socket.next(type: "presence", timeout: patience(30))["ref"] == .string("r"))
+        }
+    }
+
     @Test func presenceRequestAnswersUnavailableWhenPresenceIsOff() async throws {
         try await TestServer.with { server in
             let socket = try await WebSocketClient.connectV1(

@@ -90,13 +90,18 @@ final class PresenceWriter: Service, Sendable {
             let (query, stopping) = shared.withLockedValue { ($0.queries.first, $0.stopping) }
             if stopping {
                 if let connection, registered { drop(on: connection) }
-                failQueries()
+                failQueries(reason: "the server is stopping")
                 return
             }
             let now = monotonicSeconds()
             let dirtySince = book.dirtySince
             let flushDue = dirtySince.map { now >= $0 + flushDelay } ?? false
             let heartbeatDue = now >= nextHeartbeat
+            if !status.isUp, query != nil {
+                // Nobody can be asked while the database is down: no client waits on it.
+                failQueries(reason: "the database is unavailable")
+                continue
+            }
             guard status.isUp, query != nil || flushDue || heartbeatDue else {
                 var wait = max(0, nextHeartbeat - now)
                 if let dirtySince { wait = min(wait, dirtySince + flushDelay - now) }
@@ -250,11 +255,11 @@ final class PresenceWriter: Service, Sendable {
         }
     }
 
-    private func failQueries() {
+    private func failQueries(reason: String) {
         let queries = shared.withLockedValue { shared in
             defer { shared.queries = [] }
             return shared.queries
         }
-        for query in queries { query.completion(.failure(PresenceUnavailable(reason: "the server is stopping"))) }
+        for query in queries { query.completion(.failure(PresenceUnavailable(reason: reason))) }
     }
 }
