@@ -69,15 +69,7 @@ final class DurableStore: Service, DurableReading, Sendable {
     }
 
     func run() async {
-        await withGracefulShutdownHandler {
-            await withTaskCancellationHandler {
-                await runOnBackgroundThread(name: "pgws-durable") { self.drive() }
-            } onCancel: {
-                self.stop()
-            }
-        } onGracefulShutdown: {
-            self.stop()
-        }
+        await runServiceThread(name: "pgws-durable", stop: stop) { self.drive() }
     }
 
     private func stop() {

@@ -47,18 +47,10 @@ final class Listener<Sink: NotificationSink>: Service, NotificationProducer, Sen
     /// Throws when the start-up attempts (`retries`) ran out before a first connection.
     func run() async throws {
         let outcome = NIOLockedValueBox<String?>(nil)
-        await withGracefulShutdownHandler {
-            await withTaskCancellationHandler {
-                await runOnBackgroundThread(name: "pgws-listener") { [self] in
-                    var loop = ListenerLoop(listener: self)
-                    loop.run()
-                    outcome.withLockedValue { $0 = loop.gaveUp }
-                }
-            } onCancel: {
-                self.registry.stop()
-            }
-        } onGracefulShutdown: {
-            self.registry.stop()
+        await runServiceThread(name: "pgws-listener", stop: registry.stop) { [self] in
+            var loop = ListenerLoop(listener: self)
+            loop.run()
+            outcome.withLockedValue { $0 = loop.gaveUp }
         }
         if let reason = outcome.withLockedValue({ $0 }) {
             logger.log(.critical, "giving up", [.database: "unavailable", .error: "\(reason)"])

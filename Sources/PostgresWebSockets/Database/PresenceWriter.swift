@@ -59,15 +59,7 @@ final class PresenceWriter: Service, Sendable {
     }
 
     func run() async {
-        await withGracefulShutdownHandler {
-            await withTaskCancellationHandler {
-                await runOnBackgroundThread(name: "pgws-presence") { self.drive() }
-            } onCancel: {
-                self.stop()
-            }
-        } onGracefulShutdown: {
-            self.stop()
-        }
+        await runServiceThread(name: "pgws-presence", stop: stop) { self.drive() }
     }
 
     private func stop() {

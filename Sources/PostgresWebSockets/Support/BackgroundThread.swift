@@ -1,4 +1,5 @@
 import CLinuxShims
+import ServiceLifecycle
 
 #if canImport(Glibc)
     import Glibc
@@ -13,6 +14,22 @@ func runOnBackgroundThread(name: String, _ body: @escaping @Sendable () -> Void)
             body()
             continuation.resume()
         }
+    }
+}
+
+/// A service's database thread: runs `body` on its own thread until it returns. Graceful
+/// shutdown and cancellation of the task both call `stop`, which must make `body` return.
+func runServiceThread(
+    name: String, stop: @escaping @Sendable () -> Void, _ body: @escaping @Sendable () -> Void
+) async {
+    await withGracefulShutdownHandler {
+        await withTaskCancellationHandler {
+            await runOnBackgroundThread(name: name, body)
+        } onCancel: {
+            stop()
+        }
+    } onGracefulShutdown: {
+        stop()
     }
 }
 
