@@ -111,7 +111,4 @@ final class PresenceBook: Sendable {
             return members
         }
     }
-
-    /// Sockets and channels of this server, for `/metrics`.
-    var rowCount: Int { state.withLockedValue { $0.rows.values.reduce(0) { $0 + $1.count } } }
 }
