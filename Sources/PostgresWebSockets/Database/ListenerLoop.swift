@@ -161,7 +161,7 @@ struct ListenerLoop<Sink: NotificationSink> {
                 // the socket: look before counting the connection as lost.
                 let readiness = pollReadiness(socket: conn.socket, forWriting: false, timeout: 0)
                 guard readiness.socketReadable || readiness.socketError else {
-                    lose("no answer from PostgreSQL for \(formatSeconds(waited)) s")
+                    lose("no answer from PostgreSQL for \(formatSeconds(waited)) s (deadline \(formatSeconds(limit)) s)")
                     return
                 }
                 timeout = 0
