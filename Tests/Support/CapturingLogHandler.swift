@@ -45,7 +45,7 @@ public final class LogCapture: Sendable {
         let deadline = ContinuousClock.now + .milliseconds(Int64(patience(timeout) * 1000))
         while true {
             let left = deadline - ContinuousClock.now
-            let remaining = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+            let remaining = left.inSeconds
             guard remaining > 0, let record = await pending.nextIfAny(within: remaining) else {
                 throw WaitTimeout(what: "log record with \(fields)")
             }

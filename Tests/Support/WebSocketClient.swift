@@ -510,7 +510,7 @@ public struct Deadline: Sendable {
     /// Seconds left; throws once none are.
     public func remaining() throws -> Double {
         let left = end - .now
-        let value = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+        let value = left.inSeconds
         guard value > 0 else { throw EventQueue<Int>.Timeout(seconds: seconds) }
         return value
     }
