@@ -98,8 +98,8 @@ public final class Bridge: Service, Sendable {
             configuration.metrics.port == nil
             ? nil : AdminServer(server: server, group: group, settings: configuration.metrics)
         for notice in configuration.notices { logger.notice("\(notice)") }
-        services// Presence after the notifier: stopped before it, once the sockets are closed.
-        =
+        // Presence after the notifier: stopped before it, once the sockets are closed.
+        services =
             [listener, notifier] + (presence.map { [$0] } ?? []) + (store.map { [$0] } ?? [])
             + (fetcher.map { [$0] } ?? [])
             + (adminServer.map { [$0] } ?? []) + [frontEnd]
