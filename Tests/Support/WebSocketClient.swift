@@ -166,6 +166,7 @@ public final class WebSocketClient: Sendable {
 
     public struct UnexpectedEvent: Error, CustomStringConvertible {
         public let event: WebSocketEvent
+        public init(event: WebSocketEvent) { self.event = event }
         public var description: String { "unexpected \(event)" }
     }
 
