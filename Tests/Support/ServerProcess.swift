@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 /// The real `postgres-websockets` executable, started as a child process with settings in
 /// its environment. Its log lines are read as they come, so tests can await a line.
 public final class ServerProcess: @unchecked Sendable {
-    public let process: Process
+    public let process: ChildProcess
     public let lines = EventQueue<String>()
     private let allLines = LineLog()
     public private(set) var port: Int = 0
@@ -30,9 +30,6 @@ public final class ServerProcess: @unchecked Sendable {
         environment: [String: String], arguments: [String] = [], executable: String = ServerProcess.executablePath,
         waitForListening: Bool = true
     ) async throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PGWS_") }
         env["PGWS_PORT"] = "0"
         env["PGWS_LOG_LEVEL"] = "info"
@@ -40,25 +37,17 @@ public final class ServerProcess: @unchecked Sendable {
         // answers can lag past the production floor. Tests of the timeout use their own cluster.
         env["PGWS_LISTENER_TIMEOUT"] = "5"
         for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        let queue = lines
-        let store = allLines
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                handle.readabilityHandler = nil
-                return
-            }
-            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-                store.append(String(line))
-                queue.push(String(line))
-            }
+        var output: [Int32] = [0, 0]
+        guard pipe(&output) == 0 else { throw WaitTimeout(what: "a pipe: errno \(errno)") }
+        defer { close(output[1]) }  // the child's copy is what keeps the pipe open
+        do {
+            process = try ChildProcess(executable, arguments, environment: env, output: output[1])
+        } catch {
+            close(output[0])
+            throw error
         }
-        try process.run()
+        process.reapWhenItEnds()
+        Self.readLines(of: FileHandle(fileDescriptor: output[0], closeOnDealloc: true), into: lines, allLines)
         Self.killWhenOrphaned(child: process.processIdentifier)
         if waitForListening {
             let line = try await waitForLine(containing: "postgres-websockets listening", timeout: 30)
@@ -92,19 +81,41 @@ public final class ServerProcess: @unchecked Sendable {
         }
     }
 
+    /// Reads the child's output to its end with blocking reads on a thread of its own. Not a
+    /// `readabilityHandler`: tearing down its dispatch read source races libdispatch's epoll
+    /// bookkeeping, which crashed a whole test run here in `_dispatch_event_loop_drain`
+    /// (swift-corelibs-libdispatch issue 949). A line split across two reads stays one line.
+    private static func readLines(of handle: FileHandle, into queue: EventQueue<String>, _ store: LineLog) {
+        let reader = Thread {
+            var partial = Data()
+            while true {
+                let data = handle.availableData  // blocks until output or end of file
+                if data.isEmpty { break }
+                partial.append(data)
+                while let newline = partial.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
+                    partial.removeSubrange(partial.startIndex...newline)
+                    guard !line.isEmpty else { continue }
+                    store.append(line)
+                    queue.push(line)
+                }
+            }
+            if !partial.isEmpty {
+                let line = String(decoding: partial, as: UTF8.self)
+                store.append(line)
+                queue.push(line)
+            }
+        }
+        reader.name = "server output"
+        reader.start()
+    }
+
     /// A crashed or killed test run must not leave servers behind: a watchdog shell kills the
     /// child once this process is gone (and ends by itself when the child ends first).
     private static func killWhenOrphaned(child: Int32) {
-        let watchdog = Process()
-        watchdog.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        watchdog.arguments = [
-            "/bin/sh", "-c",
-            "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(child) 2>/dev/null; do sleep 1; done; kill -KILL \(child) 2>/dev/null",
-        ]
-        watchdog.standardInput = FileHandle.nullDevice
-        watchdog.standardOutput = FileHandle.nullDevice
-        watchdog.standardError = FileHandle.nullDevice
-        _ = try? watchdog.run()
+        let script =
+            "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(child) 2>/dev/null; do sleep 1; done; kill -KILL \(child) 2>/dev/null"
+        (try? ChildProcess("/usr/bin/setsid", ["/bin/sh", "-c", script]))?.reapWhenItEnds()
     }
 
     public var pid: Int32 { process.processIdentifier }

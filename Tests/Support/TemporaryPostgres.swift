@@ -188,13 +188,7 @@ public final class TemporaryPostgres: @unchecked Sendable {
             : "\(bin)/pg_ctl -D \(directory)/data -m immediate -w stop"
         let script =
             "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop) >/dev/null 2>&1; rm -rf \(directory)"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        process.arguments = ["/bin/sh", "-c", script]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        _ = try? process.run()
+        (try? ChildProcess("/usr/bin/setsid", ["/bin/sh", "-c", script]))?.reapWhenItEnds()
     }
 
     public static func freePort() throws -> Int {
